@@ -1,0 +1,59 @@
+"""Names, limits and defaults shared by the library, the server and the CLI."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+
+from .errors import InvalidArgument, InvalidName
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}$")
+MAX_DISPLAY_NAME = 256
+FSYNC_POLICIES = ("always", "interval", "never")
+DEFAULT_SEGMENT_BYTES = 64 * 2**20
+MIN_SEGMENT_BYTES = 4096
+DEFAULT_MAX_MESSAGE_BYTES = 2**20
+MAX_BATCH_MESSAGES = 10_000
+
+
+def check_name(name: object, what: str = "topic id") -> str:
+    """`name` if it is a valid topic id / subscription name; `InvalidName` otherwise."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidName(
+            f"invalid {what} {name!r}: use 1 to 249 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_optional_positive(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidArgument(f"{what} must be a positive integer or None, not {value!r}")
+    return value
+
+
+@dataclass
+class Stats:
+    """Counters a store keeps for metrics and for tests of its recovery."""
+
+    fsyncs: int = 0
+    fsync_seconds: float = 0.0
+    fsync_max_seconds: float = 0.0
+    truncations: int = 0
+    truncated_bytes: int = 0
+    index_rebuilds: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fsynced(self, seconds: float) -> None:
+        with self._lock:
+            self.fsyncs += 1
+            self.fsync_seconds += seconds
+            self.fsync_max_seconds = max(self.fsync_max_seconds, seconds)
+
+    def truncated(self, nbytes: int) -> None:
+        with self._lock:
+            self.truncations += 1
+            self.truncated_bytes += nbytes

@@ -1,0 +1,124 @@
+"""One segment file: its name, and walking its frames.
+
+A topic's log is a directory of segment files, each named by the zero-padded offset of its
+first message (`00000000000000000000.log`) and holding frames (see `record`) back to back.
+Only the newest segment is appended to; the others are sealed. Frames never span files.
+
+`scan` is the single place that walks frames from a position, checking framing, offset
+continuity and (optionally) CRCs; recovery, the index rebuild, `check` and the read-only
+follower all use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import record
+from .record import FrameError, FrameHeader
+
+SUFFIX = ".log"
+_NAME = re.compile(r"^(\d{20})\.log$")
+READ_CHUNK = 256 * 1024
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}{SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def list_segments(directory: str) -> list[int]:
+    """Base offsets of the segment files in `directory`, ascending."""
+    bases = (parse_segment_name(name) for name in os.listdir(directory))
+    return sorted(b for b in bases if b is not None)
+
+
+@dataclass(slots=True)
+class ScanStop:
+    """Where and why a scan stopped: `error` is None at a clean end of file."""
+
+    position: int
+    next_offset: int
+    error: str | None = None
+
+
+def pread_exactly(fd: int, size: int, position: int) -> bytes:
+    """Up to `size` bytes at `position`; fewer only at end of file."""
+    data = os.pread(fd, size, position)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, position + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def scan(
+    fd: int, position: int, next_offset: int, *, verify: bool = True, end: int | None = None
+) -> Iterator[tuple[int, FrameHeader] | ScanStop]:
+    """Yield `(position, header)` for each sound frame from `position`, then one `ScanStop`.
+
+    A frame is sound when its header is well formed, its base offset continues the previous
+    frame (`next_offset`), it lies wholly before `end` (default: end of file) and, with
+    `verify`, its CRC matches. The first unsound frame ends the scan with the reason.
+    """
+    size = os.fstat(fd).st_size if end is None else end
+    chunk = b""
+    chunk_pos = position
+    while position < size:
+        rel = position - chunk_pos
+        if len(chunk) - rel < record.HEADER_SIZE:
+            chunk = pread_exactly(fd, min(READ_CHUNK, size - position), position)
+            chunk_pos, rel = position, 0
+        try:
+            header = record.parse_header(chunk, rel)
+            if header.base_offset != next_offset:
+                raise FrameError(
+                    f"frame starts at offset {header.base_offset}, expected {next_offset}"
+                )
+            if position + header.length > size:
+                raise FrameError(
+                    f"frame of {header.length} bytes runs past the end of the file "
+                    f"({size - position} bytes left)"
+                )
+            if verify:
+                if len(chunk) - rel < header.length:
+                    chunk = pread_exactly(fd, max(READ_CHUNK, header.length), position)
+                    chunk_pos, rel = position, 0
+                record.check_crc(chunk, rel, header)
+        except FrameError as exc:
+            yield ScanStop(position, next_offset, str(exc))
+            return
+        yield position, header
+        position += header.length
+        next_offset = header.next_offset
+    yield ScanStop(position, next_offset)
+
+
+def fsync_directory(path: str) -> None:
+    """Make a created, renamed or removed entry of directory `path` survive power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_segment(directory: str, base_offset: int) -> str:
+    """Create the empty segment file `base_offset` in `directory`, durably; its path."""
+    path = os.path.join(directory, segment_name(base_offset))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    os.close(fd)
+    fsync_directory(directory)
+    return path

@@ -1,0 +1,737 @@
+"""A topic's log: segments + index entries + appends (group commit) + reads + retention.
+
+On disk a topic is a directory of segment files (see `segment`), each a run of frames (see
+`record`). The LMDB offset index (see `index`) is a cache; the segments are the truth.
+
+Recovery when a topic is opened, in passes (each logged under `logstore.topic`):
+
+1. Segments: list the segment files; a topic directory without one gets an empty
+   segment 0 (a create interrupted after `mkdir`).
+2. Index check: take the topic's last index entry. It must name an existing segment and
+   point at a sound frame with that base offset; otherwise the index is ahead of or
+   inconsistent with the segments, and the topic's entries are dropped (full rebuild).
+   Entries below the first segment (retention interrupted) are dropped.
+3. Tail scan: from that entry (or the first segment when rebuilding) walk every frame,
+   checking framing, offset continuity across segments and CRC, adding index entries.
+   The first unsound frame is a torn tail: the segment is cut there (logged, counted in
+   `Stats`) and later segments are removed. A later segment whose base offset does not
+   continue the log (a roll interrupted after the previous tail was lost) is removed too.
+4. State: end offset, last timestamp and active segment size come from the scan.
+
+So opening costs time in proportion to the un-indexed tail, not to the log: pending index
+entries are committed every `_PENDING_LIMIT` entries, at rolls and at close.
+
+Appends and durability: `append` encodes the caller's frame and numbers its offsets under
+the queue lock, then queues it. A caller that finds no leader leads: it takes the whole
+queue, writes it with one `pwrite` and, under fsync="always", one `fdatasync`, then wakes
+the callers of that batch with one event. Callers arriving meanwhile queue for the next
+batch (group commit, as in LevelDB's writer queue). Readers see messages once synced
+("always") or once written ("interval", "never"). A failed write or sync cuts the file back
+to its last good end and fails that batch and every batch queued behind it.
+
+Thread-safety: every public method is thread-safe. `_lock` guards the queue; `_io_lock`
+guards the files (writes, syncs, rolls, retention). Reads take neither: they snapshot the
+immutable segment tuple and the visible end offset, and pin the descriptors they read.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+from . import record
+from .config import Stats
+from .errors import (
+    Corruption,
+    LogstoreError,
+    OffsetOutOfRange,
+    StorageError,
+    StorageFull,
+    StoreClosed,
+    TopicNotFound,
+)
+from .handles import FileHandles
+from .index import INTERVAL_BYTES, IndexEntry, OffsetIndex
+from .meta import TopicMeta
+from .record import FrameError, Message
+from .segment import (
+    READ_CHUNK,
+    ScanStop,
+    create_segment,
+    fsync_directory,
+    list_segments,
+    pread_exactly,
+    scan,
+    segment_name,
+)
+from .waiting import Watermark
+
+log = logging.getLogger("logstore.topic")
+
+_PENDING_LIMIT = 32
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class LogContext:
+    """What every topic of one store shares."""
+
+    handles: FileHandles
+    index: OffsetIndex | None
+    fsync: str
+    readonly: bool
+    stats: Stats
+
+
+class TopicLog:
+    def __init__(self, ctx: LogContext, topic_id: str, meta: TopicMeta, directory: str):
+        self.topic_id = topic_id
+        self.meta = meta
+        self.uid = meta.uid
+        self.directory = directory
+        self._ctx = ctx
+        self._lock = threading.Lock()  # the queue: offsets handed out, frames waiting
+        self._idle = threading.Condition(self._lock)
+        self._io_lock = threading.Lock()  # the files: writes, syncs, rolls, retention
+        self._queue: list[tuple[bytes, int, int, int]] = []
+        self._batch = _Batch()
+        self._leading = False
+        self._next_offset = 0
+        self._segments: tuple[int, ...] = ()
+        self._active_path = ""
+        self._sealed_sizes: dict[int, int] = {}
+        self._active_size = 0
+        self._end = 0
+        self._durable_end = 0
+        self._durable_pos = 0
+        self._last_ts = 0
+        self._pending: list[IndexEntry] = []
+        self._since_entry = 0
+        self._dirty = False
+        self._closed: LogstoreError | None = None
+        self.visible = Watermark(0)
+        self._recover()
+
+    # ----------------------------------------------------------------- facts
+
+    @property
+    def start_offset(self) -> int:
+        return self._segments[0]
+
+    @property
+    def end_offset(self) -> int:
+        """The offset the next visible message will have."""
+        return self.visible.value
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self._sealed_sizes.values()) + self._active_size
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def segment_path(self, base: int) -> str:
+        return os.path.join(self.directory, segment_name(base))
+
+    # -------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        bases = list_segments(self.directory)
+        if not bases:
+            if self._ctx.readonly:
+                self._segments = (0,)
+                return
+            log.info("topic %r: no segment file, creating segment 0", self.topic_id)
+            self._create_segment(0)
+            bases = [0]
+        found = None
+        resume = self._index_resume_point(bases)
+        if resume is not None:
+            found = self._scan_tail(bases, resume, from_index=True)
+        if found is None:
+            if self._ctx.index is not None and not self._ctx.readonly:
+                log.info(
+                    "topic %r: building the index from %d segment(s)", self.topic_id, len(bases)
+                )
+            found = self._scan_tail(bases, IndexEntry(bases[0], bases[0], 0, 0), from_index=False)
+        bases, next_offset, active_size, last_ts, entries = found
+        self._segments = tuple(bases)
+        self._active_path = self.segment_path(bases[-1])
+        self._sealed_sizes = {b: os.stat(self.segment_path(b)).st_size for b in bases[:-1]}
+        self._active_size = self._durable_pos = active_size
+        self._end = self._durable_end = self._next_offset = next_offset
+        self._last_ts = last_ts
+        self._since_entry = INTERVAL_BYTES
+        if self._ctx.index is not None and not self._ctx.readonly:
+            self._ctx.index.drop(self.uid, from_offset=next_offset)
+            self._ctx.index.add(self.uid, entries)
+        self.visible.reset(next_offset)
+
+    def _index_resume_point(self, bases: list[int]) -> IndexEntry | None:
+        """Pass 2: the last index entry, if it can be trusted as a place to resume from."""
+        index = self._ctx.index
+        if index is None:
+            return None
+        resume = index.last(self.uid)
+        if resume is None:
+            return None
+        if resume.segment_base not in bases:
+            return self._drop_index(
+                f"its last index entry names missing segment {segment_name(resume.segment_base)}"
+            )
+        if bases[0] and not self._ctx.readonly and index.floor(self.uid, bases[0] - 1):
+            index.drop(self.uid, below=bases[0])
+        return resume
+
+    def _drop_index(self, why: str) -> None:
+        """Forget the topic's index entries (they disagree with the segments)."""
+        log.warning("topic %r: %s; rebuilding its index from the segments", self.topic_id, why)
+        if not self._ctx.readonly:
+            self._ctx.index.drop(self.uid)
+            self._ctx.stats.index_rebuilds += 1
+        return None
+
+    def _scan_tail(self, bases: list[int], resume: IndexEntry, *, from_index: bool):
+        """Pass 3. None when the index entry it started from proves wrong."""
+        first = bases.index(resume.segment_base)
+        position, next_offset, last_ts = resume.position, resume.offset, resume.timestamp
+        entries: list[IndexEntry] = []
+        since = 0
+        kept = bases[: first + 1]
+        for i in range(first, len(bases)):
+            base = bases[i]
+            if i > first:
+                if base != next_offset:
+                    self._remove_segments(
+                        bases[i:],
+                        f"segment {segment_name(base)} does not "
+                        f"continue the log at offset {next_offset}",
+                    )
+                    break
+                kept.append(base)
+                position = 0
+            path = self.segment_path(base)
+            with self._ctx.handles.pinned(path) as fd:
+                for item in scan(fd, position, next_offset):
+                    if isinstance(item, ScanStop):
+                        break
+                    pos, header = item
+                    from_index = False
+                    if pos == 0 or since >= INTERVAL_BYTES:
+                        entries.append(IndexEntry(header.base_offset, base, pos, header.timestamp))
+                        since = 0
+                    since += header.length
+                    last_ts = header.timestamp
+            if from_index:
+                self._drop_index(
+                    f"its last index entry (offset {resume.offset}) points at no "
+                    f"sound frame in {path}"
+                )
+                return None
+            position, next_offset = item.position, item.next_offset
+            if item.error is not None:
+                self._cut(path, item.position, item.error)
+                self._remove_segments(bases[i + 1 :], "it follows a torn tail")
+                break
+        return kept, next_offset, position, last_ts, entries
+
+    def _cut(self, path: str, position: int, reason: str) -> None:
+        size = os.stat(path).st_size
+        if self._ctx.readonly:
+            return
+        log.warning(
+            "topic %r: torn tail in %s at byte %d (%s): cutting %d byte(s)",
+            self.topic_id,
+            path,
+            position,
+            reason,
+            size - position,
+        )
+        with self._ctx.handles.pinned(path) as fd:
+            os.ftruncate(fd, position)
+            os.fsync(fd)
+        self._ctx.stats.truncated(size - position)
+
+    def _remove_segments(self, bases: list[int], reason: str) -> None:
+        if not bases or self._ctx.readonly:
+            return
+        for base in bases:
+            path = self.segment_path(base)
+            log.warning("topic %r: removing segment %s: %s", self.topic_id, path, reason)
+            self._ctx.stats.truncated(os.stat(path).st_size)
+            self._ctx.handles.forget(path)
+            os.unlink(path)
+        fsync_directory(self.directory)
+
+    def _create_segment(self, base: int) -> None:
+        try:
+            create_segment(self.directory, base)
+        except OSError as exc:
+            path = self.segment_path(base)
+            raise self._storage_error(exc, f"creating segment {path}") from exc
+
+    # --------------------------------------------------------------- appends
+
+    def append(self, records: list, *, plain: bool) -> int:
+        """Append `records` (bytes when `plain`, else `Record`) as one frame; first offset.
+
+        The caller's frame joins a queue. Whoever finds no leader becomes one and writes every
+        queued frame with one `pwrite` and (under "always") one `fdatasync`, while later
+        callers queue up behind it: group commit without a thundering herd.
+        """
+        with self._lock:
+            self._check_open()
+            base = self._next_offset
+            ts = max(now_ms(), self._last_ts)
+            if plain:
+                frame = record.encode_many(base, ts, records)
+            else:
+                frame = record.encode(base, ts, records)
+            self._next_offset = base + len(records)
+            self._last_ts = ts
+            self._queue.append((frame, base, self._next_offset, ts))
+            batch = self._batch
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return base
+
+    def _lead(self) -> None:
+        while True:
+            with self._io_lock:
+                with self._lock:
+                    items, batch = self._queue, self._batch
+                    if not items:
+                        self._leading = False
+                        self._idle.notify_all()
+                        return
+                    self._queue, self._batch = [], _Batch()
+                try:
+                    self._write_batch_locked(items)
+                except LogstoreError as exc:
+                    with self._lock:
+                        # Frames queued behind this batch were numbered after it: void them.
+                        behind, self._batch, self._queue = self._batch, _Batch(), []
+                        self._next_offset = self._end
+                    for failed in (batch, behind):
+                        failed.error = exc
+                        failed.done.set()
+                    continue
+            batch.done.set()
+
+    def _write_batch_locked(self, items: list[tuple[bytes, int, int, int]]) -> None:
+        group: list[bytes] = []
+        group_end = self._end
+        size = self._active_size
+        for frame, base, end, ts in items:
+            if size and size + len(frame) > self.meta.segment_bytes:
+                self._write_group_locked(group, group_end)
+                group = []
+                self._roll_locked()
+                size = 0
+            if size == 0 or self._since_entry >= INTERVAL_BYTES:
+                self._pending.append(IndexEntry(base, self._segments[-1], size, ts))
+                self._since_entry = 0
+            self._since_entry += len(frame)
+            size += len(frame)
+            group.append(frame)
+            group_end = end
+        self._write_group_locked(group, group_end)
+        if self._ctx.fsync == "always":
+            self._sync_locked()
+        else:
+            self._dirty = True
+            self.visible.advance(self._end)
+        if len(self._pending) >= _PENDING_LIMIT:
+            self._flush_index_locked()
+
+    def _write_group_locked(self, group: list[bytes], group_end: int) -> None:
+        """One `pwrite` of consecutive frames at the end of the active segment."""
+        if not group:
+            return
+        data = group[0] if len(group) == 1 else b"".join(group)
+        position = self._active_size
+        path = self._active_path
+        handle = self._ctx.handles.acquire(path)
+        try:
+            written = os.pwrite(handle.fd, data, position)
+            while written < len(data):
+                n = os.pwrite(handle.fd, memoryview(data)[written:], position + written)
+                if n == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += n
+        except OSError as exc:
+            try:
+                os.ftruncate(handle.fd, position)
+            except OSError as cut_exc:
+                log.error(
+                    "topic %r: cannot cut a partial write in %s at byte %d: %s",
+                    self.topic_id,
+                    path,
+                    position,
+                    cut_exc,
+                )
+            self._pending = [e for e in self._pending if e.offset < self._end]
+            self._since_entry = INTERVAL_BYTES
+            raise self._storage_error(exc, f"writing {path}") from exc
+        finally:
+            self._ctx.handles.release(handle)
+        self._active_size += len(data)
+        self._end = group_end
+
+    def _sync_locked(self) -> None:
+        """fdatasync the active segment; on failure cut back to what was synced before."""
+        if self._durable_end >= self._end:
+            return
+        path = self._active_path
+        started = time.perf_counter()
+        handle = self._ctx.handles.acquire(path)
+        try:
+            os.fdatasync(handle.fd)
+        except OSError as exc:
+            # The kernel may have dropped the unsynced pages (fsyncgate): keep nothing unsure.
+            log.error(
+                "topic %r: fsync of %s failed (%s): cutting back to offset %d",
+                self.topic_id,
+                path,
+                exc,
+                self._durable_end,
+            )
+            try:
+                os.ftruncate(handle.fd, self._durable_pos)
+            except OSError as cut_exc:
+                log.error("topic %r: cannot cut back %s: %s", self.topic_id, path, cut_exc)
+            self._active_size = self._durable_pos
+            self._end = self._durable_end
+            self._pending = [e for e in self._pending if e.offset < self._end]
+            self._since_entry = INTERVAL_BYTES
+            raise self._storage_error(exc, f"syncing {path}") from exc
+        finally:
+            self._ctx.handles.release(handle)
+        self._ctx.stats.fsynced(time.perf_counter() - started)
+        self._durable_end = self._end
+        self._durable_pos = self._active_size
+        self._dirty = False
+        self.visible.advance(self._end)
+
+    def _storage_error(self, exc: OSError, doing: str) -> StorageError:
+        if exc.errno in _SPACE_ERRNOS:
+            return StorageFull(self.topic_id, f"{os.strerror(exc.errno)} while {doing}")
+        return StorageError(self.topic_id, f"{exc} while {doing}")
+
+    def _roll_locked(self) -> None:
+        """Seal the active segment (synced first, unless fsync="never") and start a new one."""
+        if self._ctx.fsync != "never":
+            self._sync_locked()
+        self._create_segment(self._end)
+        self._sealed_sizes[self._segments[-1]] = self._active_size
+        self._segments = (*self._segments, self._end)
+        self._active_path = self.segment_path(self._end)
+        self._active_size = self._durable_pos = 0
+        self._durable_end = self._end
+        self._flush_index_locked()
+        self._retain_locked(now_ms())
+
+    def sync(self) -> None:
+        """Make everything written so far durable (the "interval" flusher calls this)."""
+        with self._io_lock:
+            if self._closed is None:
+                self._sync_locked()
+                self._flush_index_locked()
+
+    def _flush_index_locked(self) -> None:
+        if self._pending and self._ctx.index is not None:
+            self._ctx.index.add(self.uid, self._pending)
+            self._pending = []
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise self._closed
+
+    # ----------------------------------------------------------------- reads
+
+    def read(self, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
+        """Up to `max_messages` visible messages from `offset` (at least one if any)."""
+        self._check_open()
+        segments = self._segments
+        visible = self.visible.value
+        if offset < segments[0] or offset > visible:
+            raise OffsetOutOfRange(self.topic_id, offset, segments[0], visible)
+        out: list[Message] = []
+        if offset == visible or max_messages <= 0:
+            return out
+        i, position, frame_offset = self._locate(segments, offset)
+        budget = [max_bytes if max_bytes is not None else -1]
+        while True:
+            path = self.segment_path(segments[i])
+            try:
+                with self._ctx.handles.pinned(path) as fd:
+                    offset, done = self._read_segment(
+                        fd,
+                        path,
+                        position,
+                        frame_offset,
+                        offset,
+                        visible,
+                        out,
+                        max_messages,
+                        budget,
+                    )
+            except FileNotFoundError:
+                self._check_open()
+                raise OffsetOutOfRange(
+                    self.topic_id, offset, self.start_offset, self.end_offset
+                ) from None
+            i += 1
+            if done or i >= len(segments) or offset >= visible:
+                return out
+            position, frame_offset = 0, segments[i]
+
+    def _read_segment(
+        self, fd, path, position, frame_offset, offset, visible, out, limit, budget
+    ) -> tuple[int, bool]:
+        chunk = b""
+        chunk_pos = position
+        while frame_offset < visible and len(out) < limit:
+            rel = position - chunk_pos
+            if len(chunk) - rel < record.HEADER_SIZE:
+                chunk = pread_exactly(fd, min(READ_CHUNK, 8192 + 512 * limit), position)
+                chunk_pos, rel = position, 0
+                if not chunk:
+                    return offset, False
+            try:
+                header = record.parse_header(chunk, rel)
+                if header.base_offset != frame_offset:
+                    raise FrameError(
+                        f"frame has offset {header.base_offset}, expected {frame_offset}"
+                    )
+                if header.next_offset > offset:
+                    if len(chunk) - rel < header.length:
+                        chunk = pread_exactly(fd, max(READ_CHUNK, header.length), position)
+                        chunk_pos, rel = position, 0
+                    record.check_crc(chunk, rel, header)
+                    batch = record.decode(chunk, rel, header, offset, limit - len(out))
+                    if budget[0] >= 0:
+                        batch = _within_budget(batch, budget, bool(out))
+                    out.extend(batch)
+                    if not batch:
+                        return offset, True
+                    offset = batch[-1].offset + 1
+                    if offset < header.next_offset:
+                        return offset, True
+            except FrameError as exc:
+                raise Corruption(path, position, str(exc)) from None
+            position += header.length
+            frame_offset = header.next_offset
+        return offset, True
+
+    def _locate(self, segments: tuple[int, ...], offset: int) -> tuple[int, int, int]:
+        """(segment index, byte position, frame offset) of a frame at or before `offset`."""
+        i = bisect_right(segments, offset) - 1
+        entry = None
+        pending = self._pending
+        if pending and pending[0].offset <= offset:
+            entry = pending[bisect_right(pending, offset, key=_entry_offset) - 1]
+        elif self._ctx.index is not None:
+            entry = self._ctx.index.floor(self.uid, offset)
+        if entry is not None and entry.segment_base == segments[i]:
+            return i, entry.position, entry.offset
+        return i, 0, segments[i]
+
+    def offset_for_time(self, timestamp: int) -> int:
+        """The first visible offset whose timestamp is >= `timestamp` (end offset if none)."""
+        self._check_open()
+        segments = self._segments
+        visible = self.visible.value
+        entry = None
+        pending = self._pending
+        if pending and pending[0].timestamp < timestamp:
+            entry = pending[bisect_left(pending, timestamp, key=_entry_timestamp) - 1]
+        elif self._ctx.index is not None:
+            entry = self._ctx.index.floor_time(self.uid, timestamp)
+        if entry is None or entry.segment_base not in segments:
+            i, position, frame_offset = 0, 0, segments[0]
+        else:
+            i, position, frame_offset = (
+                segments.index(entry.segment_base),
+                entry.position,
+                entry.offset,
+            )
+        while frame_offset < visible:
+            path = self.segment_path(segments[i])
+            try:
+                with self._ctx.handles.pinned(path) as fd:
+                    for item in scan(fd, position, frame_offset, verify=False):
+                        if isinstance(item, ScanStop):
+                            break
+                        _, header = item
+                        if header.base_offset >= visible:
+                            return visible
+                        if header.timestamp >= timestamp:
+                            return header.base_offset
+            except FileNotFoundError:
+                return self.offset_for_time(timestamp)
+            if item.error is not None:
+                if item.next_offset >= visible:
+                    return visible
+                raise Corruption(path, item.position, item.error)
+            frame_offset = item.next_offset
+            i += 1
+            if i >= len(segments):
+                break
+            position = 0
+        return visible
+
+    # ------------------------------------------------------------- retention
+
+    def apply_retention(self) -> int:
+        """Delete whole sealed segments past the topic's age or size limit; how many."""
+        with self._io_lock:
+            if self._closed is not None:
+                return 0
+            return self._retain_locked(now_ms())
+
+    def _retain_locked(self, now: int) -> int:
+        retention_bytes, retention_ms = self.meta.retention_bytes, self.meta.retention_ms
+        if retention_bytes is None and retention_ms is None:
+            return 0
+        segments = list(self._segments)
+        victims = []
+        if retention_bytes is not None:
+            total = self.size_bytes
+            while len(segments) > 1 and total - self._sealed_sizes[segments[0]] >= retention_bytes:
+                total -= self._sealed_sizes[segments[0]]
+                victims.append(segments.pop(0))
+        if retention_ms is not None:
+            while len(segments) > 1:
+                modified = os.stat(self.segment_path(segments[0])).st_mtime * 1000
+                if modified >= now - retention_ms:
+                    break
+                victims.append(segments.pop(0))
+        if not victims:
+            return 0
+        self._segments = tuple(segments)
+        for base in victims:
+            del self._sealed_sizes[base]
+        self._pending = [e for e in self._pending if e.offset >= segments[0]]
+        if self._ctx.index is not None:
+            self._ctx.index.drop(self.uid, below=segments[0])
+        for base in victims:
+            path = self.segment_path(base)
+            self._ctx.handles.forget(path)
+            os.unlink(path)
+        fsync_directory(self.directory)
+        log.info(
+            "topic %r: retention removed %d segment(s); start offset is now %d",
+            self.topic_id,
+            len(victims),
+            segments[0],
+        )
+        return len(victims)
+
+    # ---------------------------------------------------------- life cycle
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def close(self, reason: LogstoreError | None = None) -> None:
+        """Refuse new writes, let queued ones finish, flush (unless deleting), release files."""
+        with self._lock:
+            if self._closed is not None:
+                return
+            self._closed = reason or StoreClosed()
+            while self._leading:
+                self._idle.wait()
+        try:
+            with self._io_lock:
+                if reason is None and not self._ctx.readonly:
+                    if self._ctx.fsync != "never":
+                        self._sync_locked()
+                    self._flush_index_locked()
+        finally:
+            self.visible.close()
+            for base in self._segments:
+                self._ctx.handles.forget(self.segment_path(base))
+
+    def delete(self) -> None:
+        self.close(TopicNotFound(self.topic_id))
+
+    # ------------------------------------------------- read-only followers
+
+    def refresh(self) -> None:
+        """Pick up what the writing process appended or retained (read-only stores only)."""
+        with self._io_lock:
+            bases = list_segments(self.directory)
+            if not bases:
+                return
+            known = [b for b in self._segments if b >= bases[0]]
+            position = self._active_size
+            if not known:
+                known, position, self._end = [bases[0]], 0, bases[0]
+            self._sealed_sizes = {b: s for b, s in self._sealed_sizes.items() if b in known}
+            newer = [b for b in bases if b > known[-1]]
+            while True:
+                path = self.segment_path(known[-1])
+                try:
+                    with self._ctx.handles.pinned(path) as fd:
+                        for item in scan(fd, position, self._end):
+                            if isinstance(item, ScanStop):
+                                break
+                            self._last_ts = item[1].timestamp
+                except FileNotFoundError:
+                    return
+                position, self._end = item.position, item.next_offset
+                if item.error is not None or not newer or newer[0] != self._end:
+                    break
+                self._sealed_sizes[known[-1]] = position
+                known.append(newer.pop(0))
+                position = 0
+            self._segments = tuple(known)
+            self._active_path = self.segment_path(known[-1])
+            self._active_size = position
+            self.visible.advance(self._end)
+
+
+class _Batch:
+    """The callers whose frames one leader writes together, and how that went."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: LogstoreError | None = None
+
+
+def _entry_offset(entry: IndexEntry) -> int:
+    return entry.offset
+
+
+def _entry_timestamp(entry: IndexEntry) -> int:
+    return entry.timestamp
+
+
+def _within_budget(batch: list[Message], budget: list[int], have_some: bool) -> list[Message]:
+    """Trim `batch` to the remaining byte budget; the first message of a read always fits."""
+    for kept, message in enumerate(batch):
+        size = len(message.value) + (len(message.key) if message.key else 0)
+        if size > budget[0] and (have_some or kept):
+            budget[0] = 0
+            return batch[:kept]
+        budget[0] -= size
+    return batch
