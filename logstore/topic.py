@@ -44,6 +44,8 @@ import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+import lmdb
+
 from . import record
 from .config import Stats
 from .errors import (
@@ -323,7 +325,10 @@ class TopicLog:
                     self._queue, self._batch = [], _Batch()
                 try:
                     self._write_batch_locked(items)
-                except LogstoreError as exc:
+                except Exception as exc:  # every caller must hear of it, whatever it was
+                    if not isinstance(exc, LogstoreError):
+                        log.exception("topic %r: unexpected failure writing", self.topic_id)
+                        exc = StorageError(self.topic_id, f"unexpected failure: {exc!r}")
                     with self._lock:
                         # Frames queued behind this batch were numbered after it: void them.
                         behind, self._batch, self._queue = self._batch, _Batch(), []
@@ -455,8 +460,13 @@ class TopicLog:
                 self._flush_index_locked()
 
     def _flush_index_locked(self) -> None:
+        """Commit pending index entries. The index is a cache: if LMDB refuses (a full disk),
+        the entries are dropped and reads scan a little further; the next open redoes them."""
         if self._pending and self._ctx.index is not None:
-            self._ctx.index.add(self.uid, self._pending)
+            try:
+                self._ctx.index.add(self.uid, self._pending)
+            except lmdb.Error as exc:
+                log.warning("topic %r: index update failed (%s); continuing", self.topic_id, exc)
             self._pending = []
 
     def _check_open(self) -> None:

@@ -1,0 +1,241 @@
+"""Recovery at open (SPEC §5): torn tails, damaged and stale indexes, interrupted operations.
+
+Each test damages real files the way a crash or a bad disk would, then reopens the store.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import lmdb
+import pytest
+
+from logstore import Corruption, Store
+from logstore import record as rec
+from logstore.check import check_store
+from logstore.index import boot_id
+
+
+def segments_of(data_dir, topic="t"):
+    [directory] = glob.glob(os.path.join(data_dir, "topics", f"*-{topic}"))
+    return sorted(glob.glob(os.path.join(directory, "*.log")))
+
+
+def fill(data_dir, count=20, segment_bytes=64 * 2**20, batch=1):
+    """A closed store with topic t holding `count` messages b"m<offset>"."""
+    with Store(data_dir, fsync="never") as store:
+        store.create_topic("t", segment_bytes=segment_bytes)
+        for start in range(0, count, batch):
+            store.write_many("t", [b"m%d" % i for i in range(start, min(count, start + batch))])
+
+
+def values(store, topic="t"):
+    return [m.value for m in store.read(topic, store.topic(topic).start_offset, 100_000)]
+
+
+def test_torn_tail_is_cut_at_every_byte_position_of_the_last_record(tmp_path):
+    original = tmp_path / "original"
+    fill(original, count=10)
+    [segment] = segments_of(original)
+    size = os.path.getsize(segment)
+    last_frame = size - rec.encode_many(9, 0, [b"m9"]).__len__()
+    for cut in range(last_frame, size):
+        copy = tmp_path / f"cut{cut}"
+        shutil.copytree(original, copy)
+        os.truncate(segments_of(copy)[0], cut)
+        with Store(copy) as store:
+            assert values(store) == [b"m%d" % i for i in range(9)], cut
+            assert store.stats.truncations == (1 if cut > last_frame else 0)
+            assert store.stats.truncated_bytes == cut - last_frame
+            assert store.write("t", b"again") == 9
+        with Store(copy) as store:
+            assert values(store)[-1] == b"again"
+            assert store.stats.truncations == 0
+
+
+@pytest.mark.parametrize("garbage", [b"\x00" * 100, os.urandom(1000), b"\xff" * 7])
+def test_garbage_after_the_last_record_is_cut(tmp_path, garbage):
+    fill(tmp_path, count=5)
+    [segment] = segments_of(tmp_path)
+    size = os.path.getsize(segment)
+    with open(segment, "ab") as f:
+        f.write(garbage)
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(5)]
+        assert store.stats.truncated_bytes == len(garbage)
+    assert os.path.getsize(segment) == size
+
+
+def test_torn_batch_is_all_or_nothing(tmp_path):
+    fill(tmp_path, count=3)
+    with Store(tmp_path, fsync="never") as store:
+        store.write_many("t", [b"batch%d" % i for i in range(100)])
+    [segment] = segments_of(tmp_path)
+    os.truncate(segment, os.path.getsize(segment) - 1)
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m0", b"m1", b"m2"]
+
+
+def test_flipped_bit_in_an_old_segment_raises_corruption_and_check_finds_it(tmp_path):
+    fill(tmp_path, count=400, segment_bytes=4096)
+    first = segments_of(tmp_path)[0]
+    value_of_m2 = 2 * 38 + 36  # frames of one 2-byte value are 38 bytes; its value at 36
+    with open(first, "r+b") as f:
+        f.seek(value_of_m2)
+        byte = f.read(1)
+        f.seek(value_of_m2)
+        f.write(bytes([byte[0] ^ 0x10]))
+    with Store(tmp_path) as store:
+        with pytest.raises(Corruption) as err:
+            store.read("t", 0, max_messages=1000)
+        assert (err.value.file, err.value.position) == (first, 2 * 38)
+        assert "CRC" in str(err.value)
+        end = store.topic("t").end_offset
+        assert store.read("t", end - 1)[0].value == b"m%d" % (end - 1)
+    report = check_store(str(tmp_path))
+    assert len(report.damage) == 1
+    assert report.damage[0].file == first
+
+
+def test_check_reports_every_damaged_place_and_a_clean_store_has_none(tmp_path):
+    fill(tmp_path, count=300, segment_bytes=4096)
+    assert check_store(str(tmp_path)).damage == []
+    segs = segments_of(tmp_path)
+    for path, where in ((segs[0], 60), (segs[1], 300), (segs[1], 1000)):
+        with open(path, "r+b") as f:
+            f.seek(where)
+            f.write(b"\xde\xad\xbe\xef")
+    report = check_store(str(tmp_path))
+    places = [(d.file, d.position) for d in report.damage]
+    assert [file for file, _ in places] == [segs[0], segs[1], segs[1]]
+    assert places[0][1] <= 60 and places[1][1] <= 300 < places[2][1] <= 1000
+    assert report.messages < 300
+
+
+def test_deleted_index_is_rebuilt_from_the_segments(tmp_path):
+    fill(tmp_path, count=2000, segment_bytes=8192, batch=7)
+    shutil.rmtree(tmp_path / "index")
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(2000)]
+        assert store.read("t", 1234, max_messages=1)[0].value == b"m1234"
+        assert store.write("t", b"next") == 2000
+
+
+def test_stale_index_is_caught_up_from_the_segments(tmp_path):
+    fill(tmp_path, count=500, segment_bytes=8192)
+    shutil.copytree(tmp_path / "index", tmp_path / "old-index")
+    with Store(tmp_path, fsync="never") as store:
+        store.write_many("t", [b"m%d" % i for i in range(500, 3000)])
+    shutil.rmtree(tmp_path / "index")
+    os.rename(tmp_path / "old-index", tmp_path / "index")
+    with Store(tmp_path) as store:
+        assert store.topic("t").end_offset == 3000
+        assert store.read("t", 2999)[0].value == b"m2999"
+        assert store.read("t", 1500, max_messages=1)[0].value == b"m1500"
+        assert values(store) == [b"m%d" % i for i in range(3000)]
+
+
+def test_index_ahead_of_the_segments_is_dropped_and_rebuilt(tmp_path):
+    fill(tmp_path, count=3000, segment_bytes=16384)
+    segs = segments_of(tmp_path)
+    for path in segs[2:]:
+        os.unlink(path)  # as if a power loss had lost them, while the index kept its entries
+    with Store(tmp_path) as store:
+        end = store.topic("t").end_offset
+        assert 0 < end < 3000
+        assert values(store) == [b"m%d" % i for i in range(end)]
+        assert store.stats.index_rebuilds == 1
+        assert store.write("t", b"next") == end
+
+
+def test_index_left_open_by_another_boot_is_rebuilt(tmp_path):
+    fill(tmp_path, count=100)
+    env = lmdb.open(str(tmp_path / "index"), max_dbs=4)
+    with env.begin(write=True, db=env.open_db(b"state")) as txn:
+        txn.put(b"session", b"some-earlier-boot open")
+    env.close()
+    with Store(tmp_path) as store:
+        assert store.stats.index_rebuilds == 1
+        assert values(store) == [b"m%d" % i for i in range(100)]
+    env = lmdb.open(str(tmp_path / "index"), max_dbs=4)
+    with env.begin(db=env.open_db(b"state")) as txn:
+        assert txn.get(b"session") == boot_id() + b" clean"
+    env.close()
+
+
+def test_unreadable_index_environment_is_recreated(tmp_path):
+    fill(tmp_path, count=100)
+    with open(tmp_path / "index" / "data.mdb", "r+b") as f:
+        f.write(b"\x00" * 8192)
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(100)]
+
+
+def test_records_written_after_the_last_index_commit_are_found(tmp_path):
+    """A crash between a segment write and its index commit: the index lags the segment."""
+    fill(tmp_path, count=10)
+    [segment] = segments_of(tmp_path)
+    with open(segment, "ab") as f:
+        f.write(rec.encode_many(10, 1, [b"m10", b"m11"]))
+        f.write(rec.encode_many(12, 2, [b"m12"]))
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(13)]
+        assert store.write("t", b"m13") == 13
+
+
+def test_interrupted_delete_leaves_no_trace_and_recreate_starts_at_zero(tmp_path):
+    fill(tmp_path, count=50)
+    env = lmdb.open(str(tmp_path / "meta"), max_dbs=16)
+    with env.begin(write=True, db=env.open_db(b"topics")) as txn:
+        txn.delete(b"t")  # the metadata commit of a delete happened; its file removal did not
+    env.close()
+    with Store(tmp_path) as store:
+        assert store.topics() == []
+        assert os.listdir(tmp_path / "topics") == []
+        store.create_topic("t")
+        assert store.write("t", b"fresh") == 0
+        assert values(store) == [b"fresh"]
+
+
+def test_interrupted_create_leaves_no_orphan_directory(tmp_path):
+    fill(tmp_path, count=1)
+    os.mkdir(tmp_path / "topics" / "999-ghost")
+    open(tmp_path / "topics" / "999-ghost" / "00000000000000000000.log", "wb").close()
+    with Store(tmp_path) as store:
+        assert [t.id for t in store.topics()] == ["t"]
+    assert sorted(os.listdir(tmp_path / "topics")) == [
+        os.path.basename(os.path.dirname(segments_of(tmp_path)[0]))
+    ]
+
+
+def test_topic_directory_without_segments_gets_an_empty_one(tmp_path):
+    fill(tmp_path, count=3)
+    os.unlink(segments_of(tmp_path)[0])
+    with Store(tmp_path) as store:
+        assert store.topic("t").end_offset == 0
+        assert store.write("t", b"x") == 0
+
+
+def test_interrupted_roll_leaves_a_usable_empty_segment(tmp_path):
+    fill(tmp_path, count=10)
+    directory = os.path.dirname(segments_of(tmp_path)[0])
+    open(os.path.join(directory, "00000000000000000010.log"), "wb").close()
+    with Store(tmp_path) as store:
+        assert store.topic("t").segments == 2
+        assert store.write("t", b"m10") == 10
+        assert values(store) == [b"m%d" % i for i in range(11)]
+
+
+def test_segment_after_a_lost_tail_is_removed_so_offsets_have_no_gap(tmp_path):
+    fill(tmp_path, count=400, segment_bytes=4096)
+    segs = segments_of(tmp_path)
+    assert len(segs) >= 3
+    os.truncate(segs[1], os.path.getsize(segs[1]) - 3)
+    shutil.rmtree(tmp_path / "index")
+    with Store(tmp_path) as store:
+        end = store.topic("t").end_offset
+        assert values(store) == [b"m%d" % i for i in range(end)]
+        assert store.topic("t").segments == 2
+        assert store.write("t", b"next") == end
