@@ -5,8 +5,8 @@ and kept in a least-recently-used cache of at most `capacity` descriptors. A des
 pinned while a caller uses it, so eviction never closes a descriptor under a running
 `pread`/`pwrite`/`fdatasync` (which could otherwise hit a reused descriptor number).
 
-Thread-safe. A descriptor that holds unsynced writes is marked dirty by its writer; evicting
-it syncs it first unless the store's policy is "never".
+Thread-safe. Closing a descriptor loses nothing: `fdatasync` on any later descriptor of the
+same file flushes every unsynced page of it.
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ from contextlib import contextmanager
 
 
 class _Entry:
-    __slots__ = ("dirty", "doomed", "fd", "pins")
+    __slots__ = ("doomed", "fd", "pins")
 
     def __init__(self, fd: int):
         self.fd = fd
         self.pins = 0
-        self.dirty = False
         self.doomed = False
 
 
 class FileHandles:
-    def __init__(self, capacity: int = 256, *, writable: bool = True, sync_on_evict: bool = True):
+    def __init__(self, capacity: int = 256, *, writable: bool = True):
         self._capacity = capacity
         self._flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
-        self._sync_on_evict = sync_on_evict
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -62,12 +60,6 @@ class FileHandles:
         if close_now:
             os.close(entry.fd)
 
-    def mark_dirty(self, path: str, dirty: bool = True) -> None:
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is not None:
-                entry.dirty = dirty
-
     def forget(self, path: str) -> None:
         """Close `path`'s descriptor (now, or when its last user is done): the file is going."""
         with self._lock:
@@ -83,7 +75,7 @@ class FileHandles:
             entries = list(self._entries.values())
             self._entries.clear()
         for entry in entries:
-            self._close(entry)
+            os.close(entry.fd)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -100,7 +92,7 @@ class FileHandles:
                 victims = self._evict()
             entry.pins += 1
         for victim in victims:
-            self._close(victim)
+            os.close(victim.fd)
         return entry
 
     def _evict(self) -> list[_Entry]:
@@ -115,10 +107,3 @@ class FileHandles:
                 victims.append(entry)
                 excess -= 1
         return victims
-
-    def _close(self, entry: _Entry) -> None:
-        try:
-            if entry.dirty and self._sync_on_evict:
-                os.fdatasync(entry.fd)
-        finally:
-            os.close(entry.fd)

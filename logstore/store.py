@@ -125,9 +125,7 @@ class Store:
         else:
             self._open_writable()
         self._ctx = LogContext(
-            handles=FileHandles(
-                max_open_files, writable=not readonly, sync_on_evict=fsync != "never"
-            ),
+            handles=FileHandles(max_open_files, writable=not readonly),
             index=self._index,
             fsync=fsync,
             readonly=readonly,
