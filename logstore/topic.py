@@ -304,7 +304,10 @@ class TopicLog:
             self._queue.append((frame, base, self._next_offset, ts))
             batch = self._batch
             lead = not self._leading
-            self._leading = True
+            if lead:
+                self._leading = True
+            elif batch.done is None:
+                batch.done = threading.Event()
         if lead:
             self._lead()
         else:
@@ -314,13 +317,14 @@ class TopicLog:
         return base
 
     def _lead(self) -> None:
-        while True:
-            with self._io_lock:
+        with self._io_lock:
+            while True:
                 with self._lock:
                     items, batch = self._queue, self._batch
                     if not items:
                         self._leading = False
-                        self._idle.notify_all()
+                        if self._closed is not None:
+                            self._idle.notify_all()
                         return
                     self._queue, self._batch = [], _Batch()
                 try:
@@ -333,30 +337,28 @@ class TopicLog:
                         # Frames queued behind this batch were numbered after it: void them.
                         behind, self._batch, self._queue = self._batch, _Batch(), []
                         self._next_offset = self._end
-                    for failed in (batch, behind):
-                        failed.error = exc
-                        failed.done.set()
+                    behind.finish(exc)
+                    batch.finish(exc)
                     continue
-            batch.done.set()
+                batch.finish(None)
 
     def _write_batch_locked(self, items: list[tuple[bytes, int, int, int]]) -> None:
-        group: list[bytes] = []
-        group_end = self._end
-        size = self._active_size
-        for frame, base, end, ts in items:
-            if size and size + len(frame) > self.meta.segment_bytes:
-                self._write_group_locked(group, group_end)
-                group = []
-                self._roll_locked()
-                size = 0
-            if size == 0 or self._since_entry >= INTERVAL_BYTES:
-                self._pending.append(IndexEntry(base, self._segments[-1], size, ts))
+        """Write queued frames with one `pwrite`, rolling first if the first one does not fit.
+
+        A batch never spans segments (it may overshoot `segment_bytes` by its own size), so a
+        failure leaves the whole batch unwritten: callers never get an error for data that
+        was in fact stored."""
+        if self._active_size and self._active_size + len(items[0][0]) > self.meta.segment_bytes:
+            self._roll_locked()
+        position = self._active_size
+        segment = self._segments[-1]
+        for frame, base, _, ts in items:
+            if position == 0 or self._since_entry >= INTERVAL_BYTES:
+                self._pending.append(IndexEntry(base, segment, position, ts))
                 self._since_entry = 0
             self._since_entry += len(frame)
-            size += len(frame)
-            group.append(frame)
-            group_end = end
-        self._write_group_locked(group, group_end)
+            position += len(frame)
+        self._write_group_locked([frame for frame, *_ in items], items[-1][2])
         if self._ctx.fsync == "always":
             self._sync_locked()
         else:
@@ -367,8 +369,6 @@ class TopicLog:
 
     def _write_group_locked(self, group: list[bytes], group_end: int) -> None:
         """One `pwrite` of consecutive frames at the end of the active segment."""
-        if not group:
-            return
         data = group[0] if len(group) == 1 else b"".join(group)
         position = self._active_size
         path = self._active_path
@@ -719,13 +719,20 @@ class TopicLog:
 
 
 class _Batch:
-    """The callers whose frames one leader writes together, and how that went."""
+    """The callers whose frames one leader writes together, and how that went.
+
+    The event exists only once a follower joins: a lone writer never pays for one."""
 
     __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done: threading.Event | None = None
         self.error: LogstoreError | None = None
+
+    def finish(self, error: LogstoreError | None) -> None:
+        self.error = error
+        if self.done is not None:
+            self.done.set()
 
 
 def _entry_offset(entry: IndexEntry) -> int:
