@@ -192,3 +192,34 @@ def test_full_disk_fails_writes_cleanly_and_they_resume_when_space_returns(tmp_p
         assert [m.offset for m in messages] == list(range(result["acked"] + 1))
         assert messages[-1].value == b"after"
         assert store.stats.truncations == 0
+
+
+MANY_TOPICS = textwrap.dedent(
+    """
+    import resource, sys
+    from logstore import Store
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    path = sys.argv[1]
+    with Store(path, fsync="never", max_open_files=100) as store:
+        for i in range(10_000):
+            store.create_topic(f"t{i}")
+            store.write(f"t{i}", b"%d" % i)
+    with Store(path, max_open_files=100) as store:
+        assert len(store.topics()) == 10_000
+        for i in range(10_000):
+            assert store.read(f"t{i}", 0)[0].value == b"%d" % i
+        assert len(store._ctx.handles) <= 100
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_ten_thousand_topics_run_within_a_small_descriptor_limit(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", MANY_TOPICS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
