@@ -110,7 +110,7 @@ class TopicLog:
         self._next_offset = 0
         self._segments: tuple[int, ...] = ()
         self._active_path = ""
-        self._sealed_sizes: dict[int, int] = {}
+        self._sealed_sizes: dict[int, int] = {}  # replaced, never mutated: readers iterate it
         self._active_size = 0
         self._end = 0
         self._durable_end = 0
@@ -409,6 +409,12 @@ class TopicLog:
         try:
             os.fdatasync(handle.fd)
         except OSError as exc:
+            if self._ctx.fsync != "always":
+                # Readers have seen these messages already: cutting them would reuse offsets.
+                log.error(
+                    "topic %r: fsync of %s failed (%s); retrying later", self.topic_id, path, exc
+                )
+                raise self._storage_error(exc, f"syncing {path}") from exc
             # The kernel may have dropped the unsynced pages (fsyncgate): keep nothing unsure.
             log.error(
                 "topic %r: fsync of %s failed (%s): cutting back to offset %d",
@@ -444,7 +450,7 @@ class TopicLog:
         if self._ctx.fsync != "never":
             self._sync_locked()
         self._create_segment(self._end)
-        self._sealed_sizes[self._segments[-1]] = self._active_size
+        self._sealed_sizes = {**self._sealed_sizes, self._segments[-1]: self._active_size}
         self._segments = (*self._segments, self._end)
         self._active_path = self.segment_path(self._end)
         self._active_size = self._durable_pos = 0
@@ -636,8 +642,7 @@ class TopicLog:
         if not victims:
             return 0
         self._segments = tuple(segments)
-        for base in victims:
-            del self._sealed_sizes[base]
+        self._sealed_sizes = {b: n for b, n in self._sealed_sizes.items() if b not in victims}
         self._pending = [e for e in self._pending if e.offset >= segments[0]]
         if self._ctx.index is not None:
             self._ctx.index.drop(self.uid, below=segments[0])
@@ -709,7 +714,7 @@ class TopicLog:
                 position, self._end = item.position, item.next_offset
                 if item.error is not None or not newer or newer[0] != self._end:
                     break
-                self._sealed_sizes[known[-1]] = position
+                self._sealed_sizes = {**self._sealed_sizes, known[-1]: position}
                 known.append(newer.pop(0))
                 position = 0
             self._segments = tuple(known)
