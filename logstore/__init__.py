@@ -29,9 +29,11 @@ from .errors import (
 )
 from .record import Message, Record
 from .store import Store, TopicInfo
+from .subscriptions import Delivery, SubscriptionInfo
 
 __all__ = [
     "Corruption",
+    "Delivery",
     "InvalidArgument",
     "InvalidName",
     "LogstoreError",
@@ -46,6 +48,7 @@ __all__ = [
     "StoreClosed",
     "StoreLocked",
     "SubscriptionExists",
+    "SubscriptionInfo",
     "SubscriptionNotFound",
     "TopicExists",
     "TopicInfo",

@@ -270,9 +270,9 @@ class Store:
         """Append one message; its offset. Durable on return under fsync="always"."""
         topic = self._writable_log(topic_id)
         if key is None and not headers:
-            return topic.append([self._check_value(topic_id, value)], plain=True)
+            return self._append(topic, [self._check_value(topic_id, value)], plain=True)
         item = self._check_record(topic_id, Record(value, key, headers))
-        return topic.append([item], plain=False)
+        return self._append(topic, [item], plain=False)
 
     def write_many(self, topic_id: str, messages: Iterable[bytes | Record]) -> int:
         """Append a batch atomically (all or nothing, even across a crash); first offset."""
@@ -285,8 +285,13 @@ class Store:
             for m in items:
                 if len(m) > limit:
                     raise MessageTooLarge(topic_id, len(m), limit)
-            return topic.append(items, plain=True)
-        return topic.append([self._check_record(topic_id, m) for m in items], plain=False)
+            return self._append(topic, items, plain=True)
+        return self._append(topic, [self._check_record(topic_id, m) for m in items], plain=False)
+
+    def _append(self, topic: TopicLog, items: list, *, plain: bool) -> int:
+        offset = topic.append(items, plain=plain)
+        self._subs.on_written(topic.topic_id)  # wakes the topic's waiting subscription polls
+        return offset
 
     def _check_value(self, topic_id: str, value: object) -> bytes:
         if not isinstance(value, bytes | bytearray | memoryview):
@@ -416,11 +421,23 @@ class Store:
         ack_wait: float = 30.0,
         max_deliveries: int | None = None,
         dead_letter_topic: str | None = None,
+        *,
+        start_time: int | datetime | None = None,
     ) -> SubscriptionInfo:
-        """Create a durable subscription (a no-op if it exists with the same settings)."""
+        """Create a durable subscription (a no-op if it exists with the same settings).
+
+        `start_time` (ms since the epoch, or a datetime) starts at the first message at or
+        after that time, instead of at `start`.
+        """
         self._check_writable()
         return self._subs.subscribe(
-            topic_id, name, start, ack_wait, max_deliveries, dead_letter_topic
+            topic_id,
+            name,
+            start,
+            ack_wait,
+            max_deliveries,
+            dead_letter_topic,
+            start_time=start_time,
         )
 
     def unsubscribe(self, topic_id: str, name: str) -> None:
