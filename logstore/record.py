@@ -35,6 +35,8 @@ from types import MappingProxyType
 import crcmod.predefined
 
 HEADER = struct.Struct("<IIQQIHH")
+_LENGTH_CRC = struct.Struct("<II")
+_U32 = struct.Struct("<I")
 HEADER_SIZE = HEADER.size
 MAGIC = 0x4C53
 HAS_KEYS = 1
@@ -69,10 +71,14 @@ class Record:
 
 
 class FrameError(Exception):
-    """A frame fails a framing or CRC check; the caller knows which file and position."""
+    """A frame fails a framing or CRC check; `position` is where in the buffer, if known."""
+
+    def __init__(self, detail: str, position: int | None = None):
+        super().__init__(detail)
+        self.position = position
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class FrameHeader:
     length: int
     crc: int
@@ -112,9 +118,16 @@ def encode(base_offset: int, timestamp: int, records: list[Record]) -> bytes:
     return struct.pack("<II", length, crc32c(tail)) + tail
 
 
+_ONE_TAIL = struct.Struct("<QQIHHI")
+
+
 def encode_many(base_offset: int, timestamp: int, values: list[bytes]) -> bytes:
     """`encode` for plain values (no keys, no headers): the hot path of `write_many`."""
     n = len(values)
+    if n == 1:
+        value = values[0]
+        tail = _ONE_TAIL.pack(base_offset, timestamp, 1, 0, MAGIC, len(value)) + value
+        return _LENGTH_CRC.pack(HEADER_SIZE + 4 + len(value), crc32c(tail)) + tail
     body = struct.pack(f"<{n}I", *map(len, values)) + b"".join(values)
     tail = struct.pack("<QQIHH", base_offset, timestamp, n, 0, MAGIC) + body
     length = HEADER_SIZE + len(body)
@@ -203,3 +216,40 @@ def _optional_blobs(buf: bytes, cursor: int, lengths: tuple[int, ...]) -> tuple[
             out.append(buf[cursor : cursor + size])
             cursor += size
     return out, cursor
+
+
+def read_frames(
+    buf: bytes, pos: int, frame_offset: int, first: int, stop: int, limit: int, out: list
+) -> tuple[int, int]:
+    """Decode the whole frames of `buf` from `pos` into `out`: the hot loop of every read.
+
+    The frame at `pos` holds offset `frame_offset`; messages below `first` are skipped,
+    frames at or past `stop` (not yet visible) are left alone, and decoding ends once `out`
+    holds `limit` messages. Every frame decoded is CRC-checked. Returns the position and
+    offset of the first frame not consumed (incomplete in `buf`, not visible, or `out` full).
+    """
+    unpack = HEADER.unpack_from
+    size = len(buf)
+    while frame_offset < stop and len(out) < limit and size - pos >= HEADER_SIZE:
+        length, crc, base, ts, count, flags, magic = unpack(buf, pos)
+        if base != frame_offset or magic != MAGIC or count < 1:
+            header = parse_header(buf, pos)  # raises with the precise reason, or:
+            raise FrameError(f"frame has offset {header.base_offset}, expected {frame_offset}", pos)
+        end = pos + length
+        if end > size:
+            break
+        if base + count > first:
+            if crc32c(buf[pos + 8 : end]) != crc:
+                raise FrameError(f"CRC mismatch (stored {crc:#010x})", pos)
+            if count == 1 and not flags:  # a lone plain message: the frame of a single write
+                if _U32.unpack_from(buf, pos + HEADER_SIZE)[0] != length - HEADER_SIZE - 4:
+                    raise FrameError(f"value length disagrees with frame length {length}", pos)
+                out.append(Message(base, ts, None, NO_HEADERS, buf[pos + HEADER_SIZE + 4 : end]))
+            else:
+                header = parse_header(buf, pos)
+                out.extend(decode(buf, pos, header, max(first, base), limit - len(out)))
+                if out[-1].offset + 1 < base + count:
+                    break  # `out` filled up inside this frame
+        pos = end
+        frame_offset = base + count
+    return pos, frame_offset

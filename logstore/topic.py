@@ -521,39 +521,31 @@ class TopicLog:
     def _read_segment(
         self, fd, path, position, frame_offset, offset, visible, out, limit, budget
     ) -> tuple[int, bool]:
-        chunk = b""
-        chunk_pos = position
+        """Read on in one segment; (next offset, done). Not done = its end was reached."""
+        want = min(READ_CHUNK, 8192 + 512 * limit)
         while frame_offset < visible and len(out) < limit:
-            rel = position - chunk_pos
-            if len(chunk) - rel < record.HEADER_SIZE:
-                chunk = pread_exactly(fd, min(READ_CHUNK, 8192 + 512 * limit), position)
-                chunk_pos, rel = position, 0
-                if not chunk:
-                    return offset, False
+            chunk = pread_exactly(fd, want, position)
+            if not chunk:
+                return offset, False
+            had = len(out)
             try:
-                header = record.parse_header(chunk, rel)
-                if header.base_offset != frame_offset:
-                    raise FrameError(
-                        f"frame has offset {header.base_offset}, expected {frame_offset}"
-                    )
-                if header.next_offset > offset:
-                    if len(chunk) - rel < header.length:
-                        chunk = pread_exactly(fd, max(READ_CHUNK, header.length), position)
-                        chunk_pos, rel = position, 0
-                    record.check_crc(chunk, rel, header)
-                    batch = record.decode(chunk, rel, header, offset, limit - len(out))
-                    if budget[0] >= 0:
-                        batch = _within_budget(batch, budget, bool(out))
-                    out.extend(batch)
-                    if not batch:
-                        return offset, True
-                    offset = batch[-1].offset + 1
-                    if offset < header.next_offset:
-                        return offset, True
+                used, frame_offset = record.read_frames(
+                    chunk, 0, frame_offset, offset, visible, limit, out
+                )
             except FrameError as exc:
-                raise Corruption(path, position, str(exc)) from None
-            position += header.length
-            frame_offset = header.next_offset
+                raise Corruption(path, position + (exc.position or 0), str(exc)) from None
+            if len(out) > had:
+                if budget[0] >= 0:
+                    kept = _within_budget(out[had:], budget, bool(had))
+                    if len(kept) < len(out) - had:
+                        del out[had + len(kept) :]
+                        return out[-1].offset + 1, True
+                offset = out[-1].offset + 1
+            elif used == 0:  # the next frame is larger than what was read
+                if len(chunk) < want:
+                    raise Corruption(path, position, "the segment ends inside a frame")
+                want = record.parse_header(chunk, 0).length
+            position += used
         return offset, True
 
     def _locate(self, segments: tuple[int, ...], offset: int) -> tuple[int, int, int]:
@@ -749,11 +741,12 @@ def _entry_timestamp(entry: IndexEntry) -> int:
 
 
 def _within_budget(batch: list[Message], budget: list[int], have_some: bool) -> list[Message]:
-    """Trim `batch` to the remaining byte budget; the first message of a read always fits."""
+    """The prefix of `batch` within the remaining byte budget (which it spends); the first
+    message of a read always fits."""
     for kept, message in enumerate(batch):
         size = len(message.value) + (len(message.key) if message.key else 0)
         if size > budget[0] and (have_some or kept):
             budget[0] = 0
             return batch[:kept]
-        budget[0] -= size
+        budget[0] = max(0, budget[0] - size)
     return batch
