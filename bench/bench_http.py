@@ -1,0 +1,337 @@
+"""HTTP benchmarks: `logstore serve` on loopback, driven by bench/loadgen.py in another process.
+
+    .venv/bin/python bench/bench_http.py [--seconds 8] [--json results.json]
+
+Measures, in one run and with the same load generator:
+- the ceiling: a bare aiohttp handler that reads the body and answers 200 (same runner
+  settings as the server), single 100-byte POSTs;
+- single-message publish (100 B raw body) requests/s, fsync=never and fsync=always;
+- batched publish (JSON, 100 and 1,000 messages of 100 B per request) messages/s, both fsyncs;
+- replay messages/s (GET .../messages, max=1000, across the published log);
+- publish-to-delivery latency p50/p99 with 100 subscribers long polling;
+- server memory with 1,000 idle long polls.
+
+Beside each throughput it prints the server's CPU time per request (from /proc), which is
+steadier than requests/s on a shared machine. Every load is bounded in count and time;
+servers listen on 127.0.0.1 only and are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOADGEN = os.path.join(HERE, "loadgen.py")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+VALUE = b"x" * 100
+
+
+def bare_server(kind: str) -> None:
+    """Ceilings: what aiohttp alone costs, with the server's runner settings.
+
+    "publish": read the body, answer 200. "wake": the long-poll protocol of the latency test
+    with nothing behind it (values kept in a list, waiters parked on one asyncio.Event).
+    """
+    from aiohttp import web
+
+    from server import Limits, start
+
+    values: list[str] = []
+    changed = asyncio.Event()
+
+    async def publish(request: web.Request) -> web.Response:
+        body = await request.read()
+        if kind == "wake":
+            values.append(body.decode())
+            changed.set()
+            changed.clear()
+        return web.Response()
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"end_offset": len(values)})
+
+    async def read(request: web.Request) -> web.Response:
+        offset = int(request.query["offset"])
+        if offset >= len(values):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(float(request.query.get("wait", 0))):
+                    await changed.wait()
+        messages = [{"offset": i, "value": v} for i, v in enumerate(values) if i >= offset]
+        return web.json_response({"messages": messages, "next_offset": len(values)})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/topics/{topic}/messages", publish)
+        app.router.add_get("/topics/{topic}/messages", read)
+        app.router.add_get("/topics/{topic}", info)
+        runner = await start(app, "127.0.0.1", 0, Limits())
+        print(f"serving http://127.0.0.1:{runner.addresses[0][1]}", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+class Server:
+    """A server process (ours or the bare one) on a free loopback port."""
+
+    def __init__(self, command: list[str]):
+        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        self.url = None
+        while time.monotonic() < deadline and self.url is None:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if "serving http://" in line:
+                self.url = line.split("serving ", 1)[1].split()[0]
+        if self.url is None:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {command}")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    def call(self, method: str, path: str, body: object = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw and path != "/metrics" else {"text": raw.decode()}
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def logstore_server(data: str, fsync: str) -> Server:
+    cli = [sys.executable, "-m", "logstore.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    return Server([*cli, "--data", data, "--fsync", fsync])
+
+
+def loadgen(*args: str, timeout: float = 300) -> dict:
+    out = subprocess.run(
+        [sys.executable, LOADGEN, *args], capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen {args[0]} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measured(server: Server, *args: str) -> dict:
+    """Run a loadgen `requests` load; add the server's CPU microseconds per request."""
+    before = server.cpu_seconds()
+    result = loadgen("requests", server.url, *args)
+    result["cpu_us_per_request"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
+    bad = {k: v for k, v in result["status"].items() if not k.startswith("2")}
+    if bad:
+        raise RuntimeError(f"non-2xx answers under load: {bad}")
+    return result
+
+
+def batch_file(tmp: str, size: int) -> str:
+    path = os.path.join(tmp, f"batch{size}.json")
+    with open(path, "w") as f:
+        json.dump({"messages": [{"value": VALUE.decode()}] * size}, f)
+    return path
+
+
+def run(args: argparse.Namespace) -> dict:
+    results: dict = {}
+    seconds = str(args.seconds)
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        body = os.path.join(tmp, "value")
+        with open(body, "wb") as f:
+            f.write(VALUE)
+        single = ["--path", "/topics/t/messages", "--body-file", body]
+        single += ["--content-type", "application/octet-stream", "--connections", "32"]
+        single += ["--requests", "40000", "--seconds", seconds]
+
+        bare = Server([sys.executable, __file__, "--bare-server", "publish"])
+        try:
+            results["ceiling_bare_aiohttp"] = measured(bare, *single)
+        finally:
+            bare.stop()
+        report("ceiling: bare aiohttp handler", results["ceiling_bare_aiohttp"], "req")
+        bare = Server([sys.executable, __file__, "--bare-server", "wake"])
+        try:
+            results["ceiling_wake_latency"] = wake_latency(bare, "ceiling: bare aiohttp")
+        finally:
+            bare.stop()
+
+        for fsync in ("never", "always"):
+            server = logstore_server(os.path.join(tmp, f"data-{fsync}"), fsync)
+            try:
+                server.call("PUT", "/topics/t")
+                key = f"single_publish_{fsync}"
+                results[key] = measured(server, *single)
+                report(f"single publish, fsync={fsync}", results[key], "req")
+                for size in (100, 1000):
+                    key = f"batch{size}_publish_{fsync}"
+                    results[key] = measured(
+                        server,
+                        "--path", "/topics/t/messages",
+                        "--body-file", batch_file(tmp, size),
+                        "--content-type", "application/json",
+                        "--connections", "8",
+                        "--requests", str(200_000 // size * (10 if fsync == "never" else 2)),
+                        "--seconds", seconds,
+                    )  # fmt: skip
+                    results[key]["messages_per_second"] = results[key]["per_second"] * size
+                    report(f"batched publish x{size}, fsync={fsync}", results[key], "msg", size)
+                if fsync == "never":
+                    results.update(replay_and_waiting(server, seconds))
+            finally:
+                server.stop()
+    ceiling = results["ceiling_bare_aiohttp"]
+    single = results["single_publish_never"]
+    results["targets"] = {
+        "single_publish_vs_ceiling": single["per_second"] / ceiling["per_second"],
+        "single_publish_vs_ceiling_by_cpu": ceiling["cpu_us_per_request"]
+        / single["cpu_us_per_request"],
+        "batch1000_messages_per_second": results["batch1000_publish_never"]["messages_per_second"],
+        "wake_latency_p99_ms": results["wake_latency_never"]["p99_ms"],
+        "wake_latency_p99_ms_ceiling": results["ceiling_wake_latency"]["p99_ms"],
+    }
+    return results
+
+
+def replay_and_waiting(server: Server, seconds: str) -> dict:
+    results = {}
+    end = server.call("GET", "/topics/t")["end_offset"]
+    replay = measured(
+        server,
+        "--method", "GET",
+        "--path", "/topics/t/messages?offset={offset}&max=1000",
+        "--offsets", f"0:{max(end - 1000, 1)}:1000",
+        "--connections", "8",
+        "--requests", "3000",
+        "--seconds", seconds,
+    )  # fmt: skip
+    replay["messages_per_second"] = replay["per_second"] * 1000
+    results["replay_never"] = replay
+    report("replay, max=1000", replay, "msg", 1000)
+
+    server.call("PUT", "/topics/wake")
+    results["wake_latency_never"] = wake_latency(server, "logstore")
+
+    server.call("PUT", "/topics/idle")
+    time.sleep(0.5)
+    before = server.rss_kib()
+    holder = subprocess.Popen(
+        [sys.executable, LOADGEN, "idle", server.url, "--count", "1000", "--seconds", "60",
+         "--path", "/topics/idle/messages?offset=0&wait=60"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        holder.stdout.readline()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "logstore_long_polls_waiting 1000" in server.call("GET", "/metrics")["text"]:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the 1,000 long polls never all waited")
+        during = server.rss_kib()
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    results["idle_long_polls_1000"] = {
+        "rss_before_kib": before,
+        "rss_with_1000_kib": during,
+        "kib_per_long_poll": (during - before) / 1000,
+    }
+    print(
+        f"  1,000 idle long polls: server RSS {before / 1024:.1f} -> {during / 1024:.1f} MiB "
+        f"({(during - before) / 1000:.1f} KiB each)",
+        flush=True,
+    )
+    return results
+
+
+def wake_latency(server: Server, who: str) -> dict:
+    before = server.cpu_seconds()
+    # 50 ms between publishes: each wave of 100 deliveries is served before the next
+    # publish, so this measures wake-up and delivery, not a queue building up.
+    latency = loadgen(
+        "latency", server.url, "--topic", "wake", "--subscribers", "100",
+        "--messages", "150", "--interval", "0.05",
+    )  # fmt: skip
+    latency["cpu_us_per_delivery"] = (server.cpu_seconds() - before) / latency["deliveries"] * 1e6
+    print(
+        f"  {who}: publish-to-delivery, 100 long-polling subscribers: "
+        f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms, "
+        f"max {latency['max_ms']:.2f} ms ({latency['deliveries']} deliveries; "
+        f"server CPU {latency['cpu_us_per_delivery']:.0f} us/delivery)",
+        flush=True,
+    )
+    return latency
+
+
+def report(title: str, r: dict, unit: str, per_request: int = 1) -> None:
+    rate = r["per_second"] * per_request
+    what = "requests/s" if unit == "req" else "messages/s"
+    print(
+        f"  {title}: {rate:,.0f} {what} ({r['requests']:,} requests in {r['seconds']:.1f} s; "
+        f"server CPU {r['cpu_us_per_request']:.0f} us/request)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="time bound of each load")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--bare-server", choices=("publish", "wake"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        bare_server(args.bare_server)
+        return
+    print(f"bench_http: {os.cpu_count()} CPUs; loads bounded to {args.seconds:g} s each")
+    results = run(args)
+    t = results["targets"]
+    print("targets:")
+    print(
+        f"  single publish vs ceiling (fsync=never): {t['single_publish_vs_ceiling']:.0%} "
+        f"by requests/s, {t['single_publish_vs_ceiling_by_cpu']:.0%} by server CPU "
+        "(target >= 60%)"
+    )
+    print(
+        f"  batched publish x1000: {t['batch1000_messages_per_second']:,.0f} messages/s "
+        "(target >= 300,000)"
+    )
+    print(
+        f"  wake latency p99: {t['wake_latency_p99_ms']:.2f} ms (target < 5 ms; bare aiohttp "
+        f"doing the same: {t['wake_latency_p99_ms_ceiling']:.2f} ms)"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

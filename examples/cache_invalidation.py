@@ -1,0 +1,80 @@
+"""Cache invalidation broadcast: every process drops the keys that one publisher names.
+
+Several worker processes each keep a local cache. Whoever changes the data behind a key
+publishes the key to the `cache-invalidation` topic; every worker follows the topic by long
+polling from the end it last saw (a replay read, not a subscription: each worker must see
+every message), and evicts the key within milliseconds. A worker that restarts resumes from
+the offset it stopped at, so it misses nothing.
+
+    logstore serve &                          # or give --url
+    python examples/cache_invalidation.py --workers 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from _http import DEFAULT_URL, Client
+
+TOPIC = "cache-invalidation"
+
+
+def worker(client: Client, number: int, offset: int) -> None:
+    cache = {f"user:{i}": f"profile {i}" for i in range(1, 6)}
+    print(f"worker {number}: ready with {len(cache)} cached keys", flush=True)
+    while True:
+        page = client.call("GET", f"/topics/{TOPIC}/messages", offset=offset, wait=10)
+        for message in page["messages"]:
+            if message["headers"].get("kind") == "shutdown":
+                print(f"worker {number}: {len(cache)} keys left: {sorted(cache)}", flush=True)
+                return
+            cache.pop(message["key"], None)
+            print(f"worker {number}: evicted {message['key']}", flush=True)
+        offset = page["next_offset"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    client = Client(args.url)
+    if args.worker is not None:
+        worker(client, args.worker, args.offset)
+        return
+    start = client.ensure_topic(TOPIC)["end_offset"]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--url",
+                args.url,
+                "--worker",
+                str(n),
+                "--offset",
+                str(start),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(args.workers)
+    ]
+    for w in workers:  # each says it is ready before we publish
+        print(w.stdout.readline(), end="")
+    client.publish(TOPIC, [{"key": "user:2", "value": "profile changed"}])
+    client.publish(TOPIC, [{"key": "user:4", "value": "account deleted"}])
+    client.publish(TOPIC, [{"value": "", "headers": {"kind": "shutdown"}}])
+    for w in workers:
+        out, _ = w.communicate(timeout=60)
+        print(out, end="")
+        if w.returncode != 0:
+            sys.exit(f"a worker failed with exit code {w.returncode}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What the handlers share: the store, the limits, the thread pool, counters, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from logstore import Store, TopicInfo, TopicNotFound
+
+from .auth import Authenticator
+from .idempotency import IdempotencyCache
+from .limits import Gate, Limits
+from .metrics import Metrics
+from .writer import BatchingThread
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    limits: Limits = field(default_factory=Limits)
+    auth: Authenticator | None = None
+    """None: no authentication (only sensible on a loopback address)."""
+
+
+class ServerState:
+    """One per application, at `app[STATE]`."""
+
+    def __init__(self, store: Store, config: ServerConfig):
+        self.store = store
+        self.config = config
+        self.limits = limits = config.limits
+        self.metrics = Metrics()
+        self.idempotency = IdempotencyCache()
+        self.long_polls = Gate(
+            "waiting long polls", limits.max_long_polls, limits.retry_after_seconds
+        )
+        self.sse_streams = Gate("event streams", limits.max_sse_streams, limits.retry_after_seconds)
+        self.shutting_down = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: BatchingThread | None = None
+        self._waiting: set[asyncio.Task] = set()
+        self._stopped: set[asyncio.Task] = set()
+        self._shared: dict[tuple, asyncio.Future] = {}
+        self._open_topics: set[str] = set()
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self.limits.io_threads, thread_name_prefix="storage")
+        if self.store.fsync != "always":
+            self._writer = BatchingThread("storage-writer")
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and answer every waiting long poll and stream now."""
+        self.shutting_down = True
+        for task in self._waiting:
+            self._stopped.add(task)
+            task.cancel()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            await loop.run_in_executor(None, self._writer.stop)
+        if self._executor is not None:
+            await loop.run_in_executor(None, self._executor.shutdown)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking storage work (fsync, LMDB commits, file reads) in the thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a publish: in the thread pool under fsync="always" (concurrent writes share
+        fsyncs), else on the batching writer thread (cheaper hand-offs; see `writer`)."""
+        if self._writer is None:
+            return await self.run(fn, *args)
+        return await self._writer.call(fn, *args)
+
+    def mark_open(self, topic: str) -> None:
+        """`topic`'s log is open in the store (it was just used from the thread pool)."""
+        self._open_topics.add(topic)
+
+    def forget_topic(self, topic: str) -> None:
+        self._open_topics.discard(topic)
+
+    def open_topic_info(self, topic: str) -> TopicInfo | None:
+        """The topic's info without a thread hop when its log is already open (then it is
+        a few attribute reads); None when opening it might read the disk (recovery)."""
+        if topic not in self._open_topics:
+            return None
+        try:
+            return self.store.topic(topic)
+        except TopicNotFound:
+            self._open_topics.discard(topic)
+            raise
+
+    async def unless_shutdown(self, coro: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+        """Await a long wait, cut short by shutdown: (finished, its result).
+
+        Shutdown cancels the waiting handler's own task, and this takes back that one
+        cancellation (not a client disconnect's), so a wait costs no extra task or future.
+        """
+        task = asyncio.current_task()
+        if self.shutting_down:
+            coro.close()
+            return False, None
+        self._waiting.add(task)
+        try:
+            return True, await coro
+        except asyncio.CancelledError:
+            if task in self._stopped and task.cancelling() == 1:
+                task.uncancel()
+                return False, None
+            raise
+        finally:
+            self._waiting.discard(task)
+            self._stopped.discard(task)
+
+    async def run_shared(self, fn: Callable[..., T], *args: Any) -> T:
+        """`run(fn, *args)`, once for every caller asking the same while it runs.
+
+        When one publish wakes many long polls at the same offset, they share one read and
+        one encoded answer instead of queueing as many reads in the thread pool. Only for
+        callers that started waiting before the data existed: any read that begins after
+        their wake-up is a correct answer for them.
+        """
+        key = (fn, *args)
+        future = self._shared.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            self._shared[key] = future
+            future.add_done_callback(lambda f: self._shared_done(key, f))
+        return await asyncio.shield(future)
+
+    def _shared_done(self, key: tuple, future: asyncio.Future) -> None:
+        if self._shared.get(key) is future:
+            del self._shared[key]
+        if not future.cancelled():
+            future.exception()  # retrieved: each caller re-raises it, none may be left
+
+
+STATE = web.AppKey("logstore.state", ServerState)

@@ -1,0 +1,215 @@
+"""Handlers for topics, publish and replay (long poll)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from logstore import OffsetOutOfRange, Record, Store, TopicExists
+from logstore.config import DEFAULT_SEGMENT_BYTES
+
+from . import codec, params
+from .auth import require
+from .codec import json_response
+from .errors import invalid
+from .idempotency import MAX_KEY_LENGTH
+from .keys import GRANT, READ_OFFSET
+from .state import STATE, ServerState
+
+_TOPIC_FIELDS = {"name", "retention_ms", "retention_bytes", "segment_bytes"}
+DEFAULT_READ_MESSAGES = 100
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    state, grant = request.app[STATE], request[GRANT]
+    topics = await state.run(state.store.topics)
+    visible = [dataclasses.asdict(t) for t in topics if grant.sees(t.id)]
+    return json_response({"topics": visible})
+
+
+async def create_topic(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    topic = params.name(request, "topic", "topic id")
+    require(request[GRANT], "admin", topic)
+    doc = await _small_json(request, state)
+    params.only_fields(doc, _TOPIC_FIELDS)
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise invalid(f"name must be a string, not {name!r}")
+    segment_bytes = params.optional_int(doc, "segment_bytes", minimum=1)
+    create = functools.partial(
+        state.store.create_topic,
+        topic,
+        name=name,
+        retention_ms=params.optional_int(doc, "retention_ms", minimum=1),
+        retention_bytes=params.optional_int(doc, "retention_bytes", minimum=1),
+        segment_bytes=segment_bytes or DEFAULT_SEGMENT_BYTES,
+    )
+    try:
+        info, status = await state.run(create), 201
+    except TopicExists:
+        # Exists: 200 when its settings are these (exist_ok), else TopicExists -> 409.
+        info, status = await state.run(functools.partial(create, exist_ok=True)), 200
+    return json_response(dataclasses.asdict(info), status=status)
+
+
+async def get_topic(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    topic = params.name(request, "topic", "topic id")
+    if not request[GRANT].sees(topic):
+        require(request[GRANT], "subscribe", topic)
+    info = await state.run(state.store.topic, topic)
+    return json_response(dataclasses.asdict(info))
+
+
+async def delete_topic(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    topic = params.name(request, "topic", "topic id")
+    require(request[GRANT], "admin", topic)
+    await state.run(state.store.delete_topic, topic)
+    state.idempotency.forget_topic(topic)
+    state.metrics.forget_topic(topic)
+    state.forget_topic(topic)
+    return web.Response(status=204)
+
+
+async def publish(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    topic = params.name(request, "topic", "topic id")
+    require(request[GRANT], "publish", topic)
+    limits = state.limits
+    body = await params.read_body(request, limits.max_body_bytes, limits.body_timeout_seconds)
+    if request.content_type == "application/json":
+        items, nbytes = codec.parse_batch(codec.loads(body), limits.max_batch_messages)
+    else:
+        key = request.query.get("key")
+        items, nbytes = [body if key is None else Record(body, key.encode())], len(body)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return _published(await _append(state, topic, items, nbytes))
+    if not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise invalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+    result, replayed = await state.idempotency.run(
+        topic, key, lambda: _append(state, topic, items, nbytes)
+    )
+    return _published(result, replayed)
+
+
+async def _append(state: ServerState, topic: str, items: list, nbytes: int) -> dict:
+    store = state.store
+    if len(items) == 1:
+        first = await state.write(_write_one, store, topic, items[0])
+    else:
+        first = await state.write(store.write_many, topic, items)
+    state.metrics.count_published(topic, len(items), nbytes)
+    return {"first_offset": first, "count": len(items)}
+
+
+def _published(result: dict, replayed: bool = False) -> web.Response:
+    body = b'{"first_offset":%d,"count":%d}' % (result["first_offset"], result["count"])
+    headers = _REPLAYED if replayed else _JSON
+    return web.Response(body=body, status=201, headers=headers)
+
+
+_JSON = {"Content-Type": "application/json"}
+_REPLAYED = {**_JSON, "Idempotent-Replayed": "true"}
+
+
+def _write_one(store: Store, topic: str, item: bytes | Record) -> int:
+    if isinstance(item, Record):
+        return store.write(topic, item.value, item.key, item.headers)
+    return store.write(topic, item)
+
+
+@dataclass(slots=True)
+class Page:
+    """One answer of GET .../messages, encoded in the storage thread."""
+
+    body: bytes
+    count: int
+    nbytes: int
+
+
+async def read_messages(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    topic = params.name(request, "topic", "topic id")
+    require(request[GRANT], "subscribe", topic)
+    limits = state.limits
+    offset = params.query_int(request, "offset")
+    timestamp = params.query_int(request, "timestamp")
+    if offset is not None and timestamp is not None:
+        raise invalid("give offset or timestamp, not both")
+    max_messages = params.query_max(request, limits.max_read_messages, DEFAULT_READ_MESSAGES)
+    max_bytes = params.query_int(request, "max_bytes", minimum=1)
+    wait = params.query_seconds(request, "wait", limits.max_wait_seconds)
+    request[READ_OFFSET] = offset
+    info = state.open_topic_info(topic) if wait > 0 and offset is not None else None
+    if info is not None and offset == info.end_offset:
+        page = None  # the usual long poll at the end: straight to waiting, no thread hop
+    else:
+        offset, page = await state.run(
+            first_read, state.store, topic, offset, timestamp, max_messages, max_bytes, wait > 0
+        )
+        state.mark_open(topic)
+    if page is None:
+        request[READ_OFFSET] = offset
+        with state.long_polls.hold():
+            await state.unless_shutdown(state.store.wait_async(topic, offset, wait))
+        page = await state.run_shared(
+            read_page, state.store, topic, offset, max_messages, max_bytes
+        )
+    state.metrics.count_delivered(topic, "replay", page.count, page.nbytes)
+    return web.Response(body=page.body, headers=_JSON)
+
+
+def start_offset(store: Store, topic: str, offset: int | None, timestamp: int | None) -> int:
+    """Where a read starts: `offset`, the first at/after `timestamp`, or the topic's start.
+
+    416 (OffsetOutOfRange) for an offset outside [start_offset, end_offset].
+    """
+    info = store.topic(topic)
+    if timestamp is not None:
+        return store.offset_for_time(topic, timestamp)
+    if offset is None:
+        return info.start_offset
+    if not info.start_offset <= offset <= info.end_offset:
+        raise OffsetOutOfRange(topic, offset, info.start_offset, info.end_offset)
+    return offset
+
+
+def first_read(
+    store: Store,
+    topic: str,
+    offset: int | None,
+    timestamp: int | None,
+    max_messages: int,
+    max_bytes: int | None,
+    may_wait: bool,
+) -> tuple[int, Page | None]:
+    """Resolve the start and read a page, unless it is at the end and the client may wait."""
+    offset = start_offset(store, topic, offset, timestamp)
+    if may_wait and offset >= store.topic(topic).end_offset:
+        return offset, None
+    return offset, read_page(store, topic, offset, max_messages, max_bytes)
+
+
+def read_page(
+    store: Store, topic: str, offset: int, max_messages: int, max_bytes: int | None
+) -> Page:
+    messages = store.read(topic, offset, max_messages, max_bytes)
+    info = store.topic(topic)
+    next_offset = messages[-1].offset + 1 if messages else offset
+    encoded = ",".join([codec.message_json(m) for m in messages])
+    body = (
+        f'{{"messages":[{encoded}],"next_offset":{next_offset},'
+        f'"start_offset":{info.start_offset},"end_offset":{info.end_offset}}}'
+    )
+    return Page(body.encode(), len(messages), sum(len(m.value) for m in messages))
+
+
+async def _small_json(request: web.Request, state: ServerState) -> dict:
+    limits = state.limits
+    return await params.json_object(request, limits.max_body_bytes, limits.body_timeout_seconds)

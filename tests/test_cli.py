@@ -1,0 +1,208 @@
+"""The `logstore` command line, on a data directory and through a server (--url)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from test_server_support import LiveServer, ServeProcess
+
+from logstore import Store
+from logstore.cli import main
+
+
+def run(*args: str, stdin: bytes = b"", env: dict | None = None, timeout: float = 30):
+    """`logstore ARGS` as a real process: (exit code, stdout bytes, stderr text)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "logstore.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return proc.returncode, proc.stdout, proc.stderr.decode()
+
+
+@pytest.fixture
+def data(tmp_path):
+    return str(tmp_path / "data")
+
+
+def test_topics_create_list_info_delete_on_a_directory(data, capsys):
+    assert main(["topics", "create", "orders", "--data", data, "--name", "Orders"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "Orders"
+    assert main(["topics", "create", "audit", "--data", data, "--retention-ms", "60000"]) == 0
+    capsys.readouterr()
+    assert main(["topics", "list", "--data", data]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["id", "name", "start_offset", "end_offset", "size_bytes"]
+    assert [row.split()[0] for row in table[1:]] == ["audit", "orders"]
+    assert main(["topics", "list", "--data", data, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["topics", "info", "audit", "--data", data]) == 0
+    assert json.loads(capsys.readouterr().out)["retention_ms"] == 60000
+    assert main(["topics", "delete", "audit", "--data", data]) == 0
+    assert main(["topics", "info", "audit", "--data", data]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_publish_from_arguments_and_read_back(data):
+    run("topics", "create", "t", "--data", data)
+    code, out, _ = run(
+        "publish", "t", "one", "two", "--key", "k", "--header", "a=b", "--data", data
+    )
+    assert code == 0 and json.loads(out) == {"first_offset": 0, "count": 2}
+    code, out, _ = run("read", "t", "--data", data)
+    assert out == b"one\ntwo\n"
+    code, out, _ = run("read", "t", "--data", data, "--json", "--offset", "1")
+    [message] = [json.loads(line) for line in out.splitlines()]
+    assert (message["offset"], message["key"], message["headers"]) == (1, "k", {"a": "b"})
+
+
+def test_publish_stdin_one_message_per_line_or_whole(data):
+    run("topics", "create", "t", "--data", data)
+    code, out, _ = run("publish", "t", "--data", data, "--batch", "2", stdin=b"a\nb\nc\n")
+    assert code == 0
+    assert [json.loads(line)["count"] for line in out.splitlines()] == [2, 1]
+    code, _, _ = run("publish", "t", "--data", data, "--whole", stdin=b"x\ny\n\xff")
+    with Store(data) as store:
+        values = [m.value for m in store.read("t", 0)]
+    assert values == [b"a", b"b", b"c", b"x\ny\n\xff"]
+    code, out, _ = run("read", "t", "--data", data, "--offset", "3")
+    assert out == b"x\ny\n\xff\n"
+
+
+def test_read_with_max_offset_end_and_timestamp(data):
+    run("topics", "create", "t", "--data", data)
+    run("publish", "t", *[f"m{i}" for i in range(5)], "--data", data)
+    assert run("read", "t", "--data", data, "--max", "2")[1] == b"m0\nm1\n"
+    assert run("read", "t", "--data", data, "--offset", "end")[1] == b""
+    assert run("read", "t", "--data", data, "--timestamp", "0", "--max", "1")[1] == b"m0\n"
+
+
+def test_errors_are_one_line_with_exit_code_1(data):
+    code, _, err = run("read", "missing", "--data", data)
+    assert code == 1 and "Traceback" not in err
+    run("topics", "create", "t", "--data", data)
+    code, _, err = run("publish", "t", "x", "--header", "novalue", "--data", data)
+    assert code == 1 and "NAME=VALUE" in err
+    code, _, err = run("topics", "create", "../x", "--data", data)
+    assert code == 1 and "invalid topic id" in err
+    code, _, err = run("topics", "list", "--url", "http://127.0.0.1:9")
+    assert code == 1 and "cannot reach the server" in err
+    assert run("no-such-command")[0] == 2
+
+
+def test_commands_through_a_server_url(store, capsys):
+    server = LiveServer(store)
+    try:
+        url = ["--url", server.url]
+        assert main(["topics", "create", "t", *url]) == 0
+        assert main(["publish", "t", "hello", "wörld", *url]) == 0
+        assert main(["subscriptions", "create", "t", "s", "--ack-wait", "5", *url]) == 0
+        capsys.readouterr()
+        assert main(["subscriptions", "list", "t", *url]) == 0
+        assert capsys.readouterr().out.splitlines()[1].split()[:4] == ["s", "0", "0", "2"]
+        assert main(["subscriptions", "info", "t", "s", *url]) == 0
+        assert json.loads(capsys.readouterr().out)["ack_wait"] == 5
+        assert main(["subscriptions", "delete", "t", "s", *url]) == 0
+        assert main(["topics", "info", "t", *url]) == 0
+        assert json.loads(capsys.readouterr().out)["end_offset"] == 2
+        assert main(["topics", "info", "nope", *url]) == 1
+        assert "topic_not_found" in capsys.readouterr().err
+    finally:
+        server.stop()
+    assert [m.value for m in store.read("t", 0)] == [b"hello", "wörld".encode()]
+
+
+def test_subscriptions_on_a_directory(data, capsys):
+    main(["topics", "create", "t", "--data", data])
+    assert main(["subscriptions", "create", "t", "s", "--start", "latest", "--data", data]) == 0
+    capsys.readouterr()
+    assert main(["subscriptions", "list", "t", "--data", data, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "s"
+
+
+def test_reading_a_directory_a_server_holds_works_and_writing_says_use_url(data):
+    run("topics", "create", "t", "--data", data)
+    served = ServeProcess(data)
+    try:
+        served.request("POST", "/topics/t/messages", b"via server")
+        assert run("read", "t", "--data", data)[1] == b"via server\n"
+        code, _, err = run("publish", "t", "x", "--data", data)
+        assert code == 1 and "--url" in err and "in use" in err
+        assert run("publish", "t", "through url", "--url", served.url)[0] == 0
+    finally:
+        served.stop()
+
+
+def test_follow_prints_new_messages_as_they_arrive(store):
+    server = LiveServer(store)
+    try:
+        server.request("PUT", "/topics/t")
+        server.request("POST", "/topics/t/messages", b"old")
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "logstore.cli", "read", "t", "--follow", "--url", server.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follower.stdout.readline() == b"old\n"
+        time.sleep(0.2)
+        server.request("POST", "/topics/t/messages", b"new")
+        assert follower.stdout.readline() == b"new\n"
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=10)
+        assert follower.returncode == 130 and b"Traceback" not in err
+    finally:
+        server.stop()
+
+
+def test_follow_on_a_directory(data):
+    run("topics", "create", "t", "--data", data)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "logstore.cli", "read", "t", "-f", "--data", data],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.5)
+    with Store(data) as store:
+        store.write("t", b"appended")
+    assert follower.stdout.readline() == b"appended\n"
+    follower.send_signal(signal.SIGINT)
+    follower.communicate(timeout=10)
+
+
+def test_check_reports_a_sound_directory_and_damage(data):
+    run("topics", "create", "t", "--data", data)
+    run("publish", "t", "A" * 100, "B" * 100, "--data", data)
+    code, out, _ = run("check", data)
+    assert code == 0 and b"no damage" in out
+    topic_dir = os.path.join(data, "topics", os.listdir(os.path.join(data, "topics"))[0])
+    segment = os.path.join(topic_dir, os.listdir(topic_dir)[0])
+    with open(segment, "r+b") as f:
+        raw = bytearray(f.read())
+        raw[raw.index(b"B" * 100) + 10] ^= 1
+        f.seek(0)
+        f.write(raw)
+    code, out, _ = run("check", data)
+    assert code != 0 and b"DAMAGED" in out
+    assert run("check", os.path.join(data, "nowhere"))[0] != 0
+
+
+def test_data_directory_from_the_environment(tmp_path):
+    env = {"LOGSTORE_DATA": str(tmp_path / "envdata")}
+    assert run("topics", "create", "t", env=env)[0] == 0
+    assert os.path.isdir(tmp_path / "envdata" / "meta")
+
+
+def test_hash_token_prints_an_auth_file_hash():
+    from server import hash_token
+
+    code, out, _ = run("hash-token", "s3cret")
+    assert code == 0 and out.decode().strip() == hash_token("s3cret")
+    assert run("hash-token", stdin=b"s3cret\n")[1].decode().strip() == hash_token("s3cret")
