@@ -336,7 +336,7 @@ class Store:
         """Messages from `offset`; with `wait`, block up to that long for the first one."""
         topic = self._log(topic_id)
         self._check_read_args(offset, max_messages, max_bytes, wait)
-        if wait > 0 and offset >= topic.end_offset:
+        if wait > 0 and offset == topic.end_offset:
             self._wait(topic, offset, wait)
         if self.readonly:
             topic.refresh()
@@ -353,7 +353,7 @@ class Store:
         """`read` for asyncio: waits on the event loop, reads in the default executor."""
         topic = self._log(topic_id)
         self._check_read_args(offset, max_messages, max_bytes, wait)
-        if wait > 0 and offset >= topic.end_offset:
+        if wait > 0 and offset == topic.end_offset:
             await self.wait_async(topic_id, offset, wait)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(

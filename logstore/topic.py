@@ -358,56 +358,61 @@ class TopicLog:
                 self._since_entry = 0
             self._since_entry += len(frame)
             position += len(frame)
-        self._write_group_locked([frame for frame, *_ in items], items[-1][2])
-        if self._ctx.fsync == "always":
-            self._sync_locked()
-        else:
-            self._dirty = True
-            self.visible.advance(self._end)
+        data = items[0][0] if len(items) == 1 else b"".join([frame for frame, *_ in items])
+        handle = self._ctx.handles.acquire(self._active_path)
+        try:
+            self._pwrite_locked(handle.fd, data, items[-1][2])
+            if self._ctx.fsync == "always":
+                self._sync_locked(handle.fd)
+            else:
+                self._dirty = True
+                self.visible.advance(self._end)
+        finally:
+            self._ctx.handles.release(handle)
         if len(self._pending) >= _PENDING_LIMIT:
             self._flush_index_locked()
 
-    def _write_group_locked(self, group: list[bytes], group_end: int) -> None:
-        """One `pwrite` of consecutive frames at the end of the active segment."""
-        data = group[0] if len(group) == 1 else b"".join(group)
+    def _pwrite_locked(self, fd: int, data: bytes, data_end: int) -> None:
+        """Append `data` (whole frames ending before offset `data_end`) to the active segment."""
         position = self._active_size
-        path = self._active_path
-        handle = self._ctx.handles.acquire(path)
         try:
-            written = os.pwrite(handle.fd, data, position)
+            written = os.pwrite(fd, data, position)
             while written < len(data):
-                n = os.pwrite(handle.fd, memoryview(data)[written:], position + written)
+                n = os.pwrite(fd, memoryview(data)[written:], position + written)
                 if n == 0:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 written += n
         except OSError as exc:
             try:
-                os.ftruncate(handle.fd, position)
+                os.ftruncate(fd, position)
             except OSError as cut_exc:
                 log.error(
                     "topic %r: cannot cut a partial write in %s at byte %d: %s",
                     self.topic_id,
-                    path,
+                    self._active_path,
                     position,
                     cut_exc,
                 )
             self._pending = [e for e in self._pending if e.offset < self._end]
             self._since_entry = INTERVAL_BYTES
-            raise self._storage_error(exc, f"writing {path}") from exc
-        finally:
-            self._ctx.handles.release(handle)
+            raise self._storage_error(exc, f"writing {self._active_path}") from exc
         self._active_size += len(data)
-        self._end = group_end
+        self._end = data_end
 
-    def _sync_locked(self) -> None:
+    def _sync_locked(self, fd: int | None = None) -> None:
         """fdatasync the active segment; on failure cut back to what was synced before."""
         if self._durable_end >= self._end:
             return
+        if fd is None:
+            handle = self._ctx.handles.acquire(self._active_path)
+            try:
+                return self._sync_locked(handle.fd)
+            finally:
+                self._ctx.handles.release(handle)
         path = self._active_path
         started = time.perf_counter()
-        handle = self._ctx.handles.acquire(path)
         try:
-            os.fdatasync(handle.fd)
+            os.fdatasync(fd)
         except OSError as exc:
             if self._ctx.fsync != "always":
                 # Readers have seen these messages already: cutting them would reuse offsets.
@@ -424,7 +429,7 @@ class TopicLog:
                 self._durable_end,
             )
             try:
-                os.ftruncate(handle.fd, self._durable_pos)
+                os.ftruncate(fd, self._durable_pos)
             except OSError as cut_exc:
                 log.error("topic %r: cannot cut back %s: %s", self.topic_id, path, cut_exc)
             self._active_size = self._durable_pos
@@ -432,8 +437,6 @@ class TopicLog:
             self._pending = [e for e in self._pending if e.offset < self._end]
             self._since_entry = INTERVAL_BYTES
             raise self._storage_error(exc, f"syncing {path}") from exc
-        finally:
-            self._ctx.handles.release(handle)
         self._ctx.stats.fsynced(time.perf_counter() - started)
         self._durable_end = self._end
         self._durable_pos = self._active_size

@@ -85,13 +85,17 @@ class Watermark:
     def _wake_locked(self) -> None:
         if self._thread_waiters:
             self._cond.notify_all()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for loop, future in self._futures:
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():  # one hop per event loop, however many wait
             try:
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:
-                continue  # that event loop is closed; its waiter is gone with it
+                continue  # that event loop is closed; its waiters are gone with it
 
 
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
