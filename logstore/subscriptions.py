@@ -25,11 +25,12 @@ Leases and delivery counts live in memory only: after a restart every unacknowle
 is deliverable again (at-least-once) and its delivery count starts again at 1, so
 `max_deliveries` counts deliveries since the last restart.
 
-In memory, per subscription: a cursor (the next offset not delivered since the last restart
-or seek); leases (offset -> grant number) with their grants queued in deadline order (one
-`ack_wait` per subscription makes the queue sorted, so expiry is a pop from its head); the
-offsets ready for redelivery (nacked or expired; lowest first); those awaiting the
-dead-letter topic. Expiry is lazy: a poll or info pops the grants whose deadline has passed.
+In memory, per subscription (see `subscription_state`): a cursor (the next offset not
+delivered since the last restart or seek); leases (offset -> grant number) with their grants
+queued in deadline order (one `ack_wait` per subscription makes the queue sorted, so expiry is
+a pop from its head); the offsets ready for redelivery (nacked or expired; lowest first);
+those awaiting the dead-letter topic. Expiry is lazy: a poll or info pops the grants whose
+deadline has passed.
 A subscription behind retention moves its floor and cursor up to the topic's start offset.
 
 Waiting: each topic with subscriptions has a `Watermark` used as a change counter. Writes to
@@ -50,15 +51,11 @@ snapshots each subscription under its lock first, then commits holding none.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
 import math
-import struct
 import threading
 import time
-from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +75,7 @@ from .errors import (
     TopicNotFound,
 )
 from .record import Message, Record
+from .subscription_state import SubscriptionState, decode_acks, runs_of, state_key
 from .topic import TopicLog, now_ms
 from .waiting import Watermark
 
@@ -140,233 +138,6 @@ class _Redelivery(Delivery):
         self.delivery_count = delivery_count
 
 
-class _Sub:
-    """One subscription: settings, ack state (floor + ranges) and in-memory leases.
-
-    Every mutable field is guarded by `lock`; the methods expect it held.
-    """
-
-    __slots__ = (
-        "ack_wait",
-        "counts",
-        "created_at",
-        "cursor",
-        "dead",
-        "dead_letter_topic",
-        "ends",
-        "floor",
-        "grants",
-        "key",
-        "last_grant",
-        "leases",
-        "live",
-        "lock",
-        "max_deliveries",
-        "name",
-        "ready",
-        "ready_heap",
-        "starts",
-        "stored",
-        "topic_id",
-        "uid",
-    )
-
-    def __init__(
-        self,
-        topic_id: str,
-        name: str,
-        settings: dict,
-        floor: int,
-        *,
-        ranges: Iterable[tuple[int, int]] = (),
-        stored: bool = False,
-    ):
-        self.topic_id = topic_id
-        self.name = name
-        self.key = _key(topic_id, name)
-        self.uid: int = settings["uid"]
-        self.ack_wait: float = settings["ack_wait"]
-        self.max_deliveries: int | None = settings["max_deliveries"]
-        self.dead_letter_topic: str | None = settings["dead_letter_topic"]
-        self.created_at: int = settings["created_at"]
-        self.stored = stored  # its settings are in LMDB (only the committer changes this)
-        self.live = True  # False once unsubscribed or its topic deleted
-        self.lock = threading.Lock()
-        self.floor = floor
-        ranges = list(ranges)
-        self.starts = [s for s, _ in ranges]  # acknowledged ranges above the floor:
-        self.ends = [e for _, e in ranges]  # disjoint, not touching, sorted, start > floor
-        self.cursor = floor
-        self.leases: dict[int, int] = {}  # offset -> grant number
-        self.grants: deque[tuple[float, int, range | list[int]]] = deque()
-        self.last_grant = 0
-        self.ready: set[int] = set()  # to deliver again (nacked or expired)
-        self.ready_heap: list[int] = []  # the same, lowest first; may hold stale entries
-        self.counts: dict[int, int] = {}  # deliveries so far, where not 1
-        self.dead: set[int] = set()  # delivered max_deliveries times: for the dead letters
-
-    def settings(self) -> dict:
-        return {
-            "uid": self.uid,
-            "ack_wait": self.ack_wait,
-            "max_deliveries": self.max_deliveries,
-            "dead_letter_topic": self.dead_letter_topic,
-            "created_at": self.created_at,
-        }
-
-    def same_settings(self, ack_wait, max_deliveries, dead_letter_topic) -> bool:
-        return (self.ack_wait, self.max_deliveries, self.dead_letter_topic) == (
-            ack_wait,
-            max_deliveries,
-            dead_letter_topic,
-        )
-
-    def encode_acks(self) -> bytes:
-        pairs = [x for pair in zip(self.starts, self.ends, strict=True) for x in pair]
-        return struct.pack(f"<{1 + len(pairs)}Q", self.floor, *pairs)
-
-    # ------------------------------------------------------ acknowledged set
-
-    def acked(self, offset: int) -> bool:
-        if offset < self.floor:
-            return True
-        i = bisect_right(self.starts, offset) - 1
-        return i >= 0 and offset < self.ends[i]
-
-    def acked_above_floor(self) -> int:
-        return sum(self.ends) - sum(self.starts)
-
-    def ack_runs(self, runs: list[tuple[int, int]]) -> None:
-        """Mark each half-open run of offsets acknowledged; the floor follows."""
-        starts, ends = self.starts, self.ends
-        for a, b in runs:
-            if b <= self.floor:
-                continue
-            a = max(a, self.floor)
-            i = bisect_left(ends, a)  # the first range ending at or after a: touches it
-            j = bisect_right(starts, b)  # ranges starting at or before b touch it too
-            if i < j:
-                a = min(a, starts[i])
-                b = max(b, ends[j - 1])
-            starts[i:j] = [a]
-            ends[i:j] = [b]
-            if starts[0] == self.floor:
-                self.floor = ends[0]
-                del starts[0], ends[0]
-        if self.cursor < self.floor:
-            self.cursor = self.floor
-
-    def release(self, offsets: list[int]) -> None:
-        """Forget the leases and redelivery plans of these (acknowledged) offsets."""
-        pop = self.leases.pop
-        for o in offsets:
-            pop(o, None)
-        if self.ready:
-            self.ready.difference_update(offsets)
-        if self.dead:
-            self.dead.difference_update(offsets)
-        if self.counts:
-            pop = self.counts.pop
-            for o in offsets:
-                pop(o, None)
-
-    def release_below(self, offset: int) -> None:
-        for o in [o for o in self.leases if o < offset]:
-            del self.leases[o]
-        self.ready = {o for o in self.ready if o >= offset}
-        self.dead = {o for o in self.dead if o >= offset}
-        self.counts = {o: n for o, n in self.counts.items() if o >= offset}
-
-    def reset(self, offset: int) -> None:
-        """Seek: everything below `offset` acknowledged, nothing at or above it; no leases."""
-        self.floor = self.cursor = offset
-        self.starts, self.ends = [], []
-        self.leases.clear()
-        self.grants.clear()
-        self.ready.clear()
-        self.ready_heap.clear()
-        self.counts.clear()
-        self.dead.clear()
-
-    # ---------------------------------------------------------------- leases
-
-    def expire(self, now: float) -> None:
-        """End the leases whose deadline has passed: their messages can be delivered again."""
-        grants, leases = self.grants, self.leases
-        while grants and grants[0][0] <= now:
-            _, grant, offsets = grants.popleft()
-            for o in offsets:
-                if leases.get(o) == grant:
-                    del leases[o]
-                    self.requeue(o)
-
-    def requeue(self, offset: int) -> None:
-        if self.max_deliveries is not None and self.counts.get(offset, 1) >= self.max_deliveries:
-            self.dead.add(offset)
-        else:
-            self.ready.add(offset)
-            heapq.heappush(self.ready_heap, offset)
-
-    def take_ready(self, limit: int) -> list[int]:
-        """Up to `limit` offsets to deliver again, lowest first."""
-        taken: list[int] = []
-        heap, ready = self.ready_heap, self.ready
-        while heap and len(taken) < limit:
-            o = heapq.heappop(heap)
-            if o in ready:
-                ready.remove(o)
-                taken.append(o)
-        if not ready:
-            heap.clear()
-        return taken
-
-    def take_new(self, limit: int, end: int) -> range | list[int]:
-        """Up to `limit` offsets from the cursor on, skipping those acknowledged ahead."""
-        starts, ends = self.starts, self.ends
-        if not ends or ends[-1] <= self.cursor:
-            first = self.cursor
-            self.cursor = max(first, min(first + limit, end))
-            return range(first, self.cursor)
-        taken: list[int] = []
-        while len(taken) < limit and self.cursor < end:
-            i = bisect_right(starts, self.cursor) - 1
-            if i >= 0 and self.cursor < ends[i]:
-                self.cursor = ends[i]  # jump over an acknowledged range
-                continue
-            following = starts[i + 1] if i + 1 < len(starts) else end
-            stop = min(following, end, self.cursor + limit - len(taken))
-            taken.extend(range(self.cursor, stop))
-            self.cursor = stop
-        return taken
-
-    def lease(self, now: float, again: list[int], fresh: range | list[int]) -> int:
-        """Lease redeliveries (their count goes up) and new offsets under one grant."""
-        self.last_grant += 1
-        grant, deadline = self.last_grant, now + self.ack_wait
-        if again:
-            counts, leases = self.counts, self.leases
-            for o in again:
-                counts[o] = counts.get(o, 1) + 1
-                leases[o] = grant
-            self.grants.append((deadline, grant, again))
-        if fresh:
-            self.leases.update(dict.fromkeys(fresh, grant))
-            self.grants.append((deadline, grant, fresh))
-        return grant
-
-    def unlease(self, grant: int, offsets: list[int]) -> None:
-        """Undo `lease` for a poll that failed to read: as if never delivered that time."""
-        counts = self.counts
-        for o in offsets:
-            if self.leases.get(o) == grant:
-                del self.leases[o]
-                counts[o] = counts.get(o, 1) - 1
-                self.requeue(o)
-
-    def next_deadline(self) -> float | None:
-        return self.grants[0][0] if self.grants else None
-
-
 class _Group:
     """The loaded subscriptions of one topic incarnation, and its change counter."""
 
@@ -374,7 +145,7 @@ class _Group:
 
     def __init__(self, uid: int):
         self.uid = uid
-        self.subs: dict[str, _Sub] = {}
+        self.subs: dict[str, SubscriptionState] = {}
         self.changes = Watermark(0)
 
     def bump(self) -> None:
@@ -486,7 +257,7 @@ class Subscriptions:
                     "dead_letter_topic": dead_letter_topic,
                     "created_at": now_ms(),
                 }
-                sub = group.subs[name] = _Sub(topic_id, name, settings, position)
+                sub = group.subs[name] = SubscriptionState(topic_id, name, settings, position)
                 created = True
         if created:
             log.info("subscription %r on topic %r created at offset %d", name, topic_id, position)
@@ -523,7 +294,7 @@ class Subscriptions:
         """
         if not self._open_dbs():
             return
-        prefix = _key(topic_id, "")
+        prefix = state_key(topic_id, "")
         uids = set()
         for db in (self._subs_db, self._acks_db):
             cursor = txn.cursor(db=db)
@@ -558,14 +329,14 @@ class Subscriptions:
         topic, _, sub = self._resolve(topic_id, name)
         return self._info(topic, sub)
 
-    def _info(self, topic: TopicLog, sub: _Sub) -> SubscriptionInfo:
+    def _info(self, topic: TopicLog, sub: SubscriptionState) -> SubscriptionInfo:
         if self._readonly:
             topic.refresh()
         with sub.lock:
             self._catch_up(topic, sub)
             return self._info_locked(topic, sub)
 
-    def _info_locked(self, topic: TopicLog, sub: _Sub) -> SubscriptionInfo:
+    def _info_locked(self, topic: TopicLog, sub: SubscriptionState) -> SubscriptionInfo:
         sub.expire(time.monotonic())
         lag = topic.end_offset - sub.floor - sub.acked_above_floor()
         return SubscriptionInfo(
@@ -619,7 +390,7 @@ class Subscriptions:
             await group.changes.wait_beyond_async(version, timeout)
 
     def _poll_once(
-        self, topic: TopicLog, sub: _Sub, limit: int
+        self, topic: TopicLog, sub: SubscriptionState, limit: int
     ) -> tuple[list[Delivery], float | None]:
         """Deliver what can be delivered now; also the nearest lease deadline.
 
@@ -658,7 +429,7 @@ class Subscriptions:
             raise
         return out, lease_deadline
 
-    def _dead_letter(self, topic: TopicLog, sub: _Sub) -> None:
+    def _dead_letter(self, topic: TopicLog, sub: SubscriptionState) -> None:
         """Send the exhausted messages to the dead-letter topic; count them acknowledged.
 
         If that write fails (the topic was deleted, the disk is full, the added headers make
@@ -685,10 +456,10 @@ class Subscriptions:
                 len(messages),
                 sub.max_deliveries,
             )
-        sub.ack_runs(_runs(offsets))
+        sub.ack_runs(runs_of(offsets))
         sub.release(offsets)
 
-    def _catch_up(self, topic: TopicLog, sub: _Sub) -> None:
+    def _catch_up(self, topic: TopicLog, sub: SubscriptionState) -> None:
         """Retention removed messages below the floor: acknowledge them, move on."""
         start = topic.start_offset
         if sub.floor < start:
@@ -707,7 +478,7 @@ class Subscriptions:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
             if sorted_offsets:
-                sub.ack_runs(_runs(sorted_offsets))
+                sub.ack_runs(runs_of(sorted_offsets))
                 sub.release(sorted_offsets)
             info = self._info_locked(topic, sub)
         self._persist(sub, wait=self._sync)
@@ -780,7 +551,7 @@ class Subscriptions:
 
     # ------------------------------------------------------------ durability
 
-    def _persist(self, sub: _Sub, *, wait: bool) -> None:
+    def _persist(self, sub: SubscriptionState, *, wait: bool) -> None:
         """Queue the subscription's state for commit; with `wait`, return once committed."""
         with self._commit_lock:
             if self._closed:
@@ -851,7 +622,7 @@ class Subscriptions:
             if sub is not None:
                 sub.stored = True
 
-    def _find(self, key: bytes) -> _Sub | None:
+    def _find(self, key: bytes) -> SubscriptionState | None:
         topic_id, name = key.decode().split("\0", 1)
         group = self._groups.get(topic_id)
         return group.subs.get(name) if group is not None else None
@@ -895,7 +666,7 @@ class Subscriptions:
         if group is not None:
             group.bump()
 
-    def _resolve(self, topic_id: str, name: str) -> tuple[TopicLog, _Group, _Sub]:
+    def _resolve(self, topic_id: str, name: str) -> tuple[TopicLog, _Group, SubscriptionState]:
         check_name(name, _SUB_NAME)
         topic = self._store._log(topic_id)
         group = self._group(topic)
@@ -925,7 +696,7 @@ class Subscriptions:
         group = _Group(topic.uid)
         if not self._open_dbs():
             return group
-        prefix = _key(topic.topic_id, "")
+        prefix = state_key(topic.topic_id, "")
         stale = []
         with self._meta.env.begin() as txn:
             cursor = txn.cursor(db=self._subs_db)
@@ -937,9 +708,9 @@ class Subscriptions:
                     if settings["uid"] != topic.uid:
                         stale.append(key)  # left by a deleted incarnation of the topic
                         continue
-                    floor, ranges = _decode_acks(txn.get(key, db=self._acks_db))
+                    floor, ranges = decode_acks(txn.get(key, db=self._acks_db))
                     name = key[len(prefix) :].decode()
-                    group.subs[name] = _Sub(
+                    group.subs[name] = SubscriptionState(
                         topic.topic_id, name, settings, floor, ranges=ranges, stored=True
                     )
         if stale and not self._readonly:
@@ -949,17 +720,6 @@ class Subscriptions:
 
 
 # ------------------------------------------------------------------- helpers
-
-
-def _key(topic_id: str, name: str) -> bytes:
-    return f"{topic_id}\0{name}".encode()
-
-
-def _decode_acks(raw: bytes | None) -> tuple[int, list[tuple[int, int]]]:
-    if raw is None:
-        return 0, []
-    values = struct.unpack(f"<{len(raw) // 8}Q", raw)
-    return values[0], list(zip(values[1::2], values[2::2], strict=True))
 
 
 def _position(topic_id: str, topic: TopicLog, value: object, what: str) -> int:
@@ -996,24 +756,7 @@ def _check_offsets(topic: TopicLog, offsets: Iterable[int]) -> list[int]:
     return ordered
 
 
-def _runs(ordered: range | list[int]) -> list[tuple[int, int]]:
-    """Sorted unique offsets as half-open runs of consecutive ones."""
-    if not ordered:
-        return []
-    if ordered[-1] - ordered[0] == len(ordered) - 1:
-        return [(ordered[0], ordered[-1] + 1)]
-    runs = []
-    start = prev = ordered[0]
-    for o in ordered[1:]:
-        if o != prev + 1:
-            runs.append((start, prev + 1))
-            start = o
-        prev = o
-    runs.append((start, prev + 1))
-    return runs
-
-
-def _dead_letter_record(sub: _Sub, message: Message) -> Record:
+def _dead_letter_record(sub: SubscriptionState, message: Message) -> Record:
     """The message as it goes to the dead-letter topic: its headers name where it came from."""
     facts = (sub.topic_id, str(message.offset), sub.name, str(sub.counts.get(message.offset, 1)))
     headers = {**message.headers, **dict(zip(DEAD_LETTER_HEADERS, facts, strict=True))}
@@ -1024,7 +767,7 @@ def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
     """The messages at these sorted offsets, but those retention removed meanwhile: the
     next catch-up counts them acknowledged."""
     out: list[Message] = []
-    for first, stop in _runs(ordered):
+    for first, stop in runs_of(ordered):
         while first < stop:
             try:
                 out += topic.read(first, stop - first, None)
