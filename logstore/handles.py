@@ -74,23 +74,22 @@ class FileHandles:
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
-        for entry in entries:
+            for entry in entries:
+                entry.doomed = True  # a pinned one closes when its user releases it
+            idle = [entry for entry in entries if entry.pins == 0]
+        for entry in idle:
             os.close(entry.fd)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def _open(self, path: str) -> _Entry:
-        fd = os.open(path, self._flags)
-        victims = []
-        with self._lock:
+        with self._lock:  # open and insert at once, so `forget` cannot slip in between
             entry = self._entries.get(path)
-            if entry is not None:
-                os.close(fd)
-            else:
-                entry = self._entries[path] = _Entry(fd)
-                victims = self._evict()
-            entry.pins += 1
+            if entry is None:
+                entry = self._entries[path] = _Entry(os.open(path, self._flags))
+            entry.pins += 1  # pinned before evicting: never its own victim
+            victims = self._evict()
         for victim in victims:
             os.close(victim.fd)
         return entry

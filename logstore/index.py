@@ -65,12 +65,21 @@ class OffsetIndex:
         self.rebuilt_reason: str | None = None
         if readonly:
             self._env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, readonly=True)
-        else:
+            self._offsets = self._env.open_db(b"offsets", create=False)
+            self._times = self._env.open_db(b"times", create=False)
+            return
+        self._env = self._open_writable(path)
+        try:
+            untrusted = self._start_session()
+        except lmdb.Error as exc:
+            untrusted = f"index at {path} is damaged ({exc})"
+        if untrusted:
+            # Not one page of it can be trusted, not even to walk while dropping it.
+            self.rebuilt_reason = untrusted
+            log.warning("%s: deleting it; topics rebuild their index from segments", untrusted)
+            self._env.close()
+            shutil.rmtree(path, ignore_errors=True)
             self._env = self._open_writable(path)
-        self._offsets = self._env.open_db(b"offsets", create=not readonly)
-        self._times = self._env.open_db(b"times", create=not readonly)
-        if not readonly:
-            self._state = self._env.open_db(b"state")
             self._start_session()
 
     def _open_writable(self, path: str) -> lmdb.Environment:
@@ -82,21 +91,22 @@ class OffsetIndex:
             shutil.rmtree(path, ignore_errors=True)
             return lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, sync=False, metasync=False)
 
-    def _start_session(self) -> None:
+    def _start_session(self) -> str | None:
+        """Open the databases and mark the session open; why the index is untrusted, if so."""
+        self._offsets = self._env.open_db(b"offsets")
+        self._times = self._env.open_db(b"times")
+        self._state = self._env.open_db(b"state")
         me = boot_id()
         with self._env.begin(db=self._state) as txn:
             previous = txn.get(b"session")
         if previous is not None:
             prev_boot, _, status = previous.rpartition(b" ")
             if status == b"open" and prev_boot != me:
-                self.rebuilt_reason = "the machine restarted while the store was open"
-                log.warning("%s: dropping the whole index to rebuild it", self.rebuilt_reason)
-                with self._env.begin(write=True) as txn:
-                    txn.drop(self._offsets, delete=False)
-                    txn.drop(self._times, delete=False)
+                return "the machine restarted while the store was open"
         with self._env.begin(write=True, db=self._state) as txn:
             txn.put(b"session", me + b" open")
         self._env.sync(True)
+        return None
 
     def close(self) -> None:
         if not self.readonly:
@@ -139,6 +149,9 @@ class OffsetIndex:
 
     def floor_time(self, uid: int, timestamp: int) -> IndexEntry | None:
         """The last entry whose timestamp is < `timestamp`."""
+        if timestamp <= 0:
+            return None  # stored timestamps are u64: none is below 0
+        timestamp = min(timestamp, 2**64 - 1)
         with self._env.begin(db=self._times) as txn:
             cur = txn.cursor()
             if cur.set_range(_TIME_KEY.pack(uid, timestamp, 0)):

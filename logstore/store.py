@@ -52,6 +52,7 @@ from .errors import (
     LogstoreError,
     MessageTooLarge,
     ReadOnlyStore,
+    StorageError,
     StoreClosed,
     StoreLocked,
     TopicExists,
@@ -158,11 +159,17 @@ class Store:
             os.close(self._lock_fd)
             raise StoreLocked(self.path) from None
         log.info("opening store %s (fsync=%s)", self.path, self.fsync)
-        self._meta = MetaStore(os.path.join(self.path, "meta"))
-        self._index = OffsetIndex(os.path.join(self.path, "index"))
-        for name in ("meta", "index"):
-            fsync_directory(os.path.join(self.path, name))
-        fsync_directory(self.path)
+        try:
+            self._meta = MetaStore(os.path.join(self.path, "meta"))
+            self._index = OffsetIndex(os.path.join(self.path, "index"))
+            for name in ("meta", "index"):
+                fsync_directory(os.path.join(self.path, name))
+            fsync_directory(self.path)
+        except BaseException:
+            if getattr(self, "_meta", None) is not None:
+                self._meta.close()
+            os.close(self._lock_fd)  # else this process can never open the store again
+            raise
 
     def _open_readonly(self) -> None:
         if not os.path.isdir(os.path.join(self.path, "meta")):
@@ -219,12 +226,19 @@ class Store:
                 same = existing.settings() == wanted
                 raise TopicExists(topic_id, "" if same else " with different settings")
             with self._meta.env.begin(write=True) as txn:
+                # Consumed even if this create fails: a directory it leaves is then nobody's,
+                # and the next open sweeps it, instead of a retry tripping over it.
                 uid = self._meta.next_uid(txn)
-                meta = TopicMeta(uid, name, retention_ms, retention_bytes, segment_bytes, now_ms())
-                directory = self._topic_dir(topic_id, uid)
+            meta = TopicMeta(uid, name, retention_ms, retention_bytes, segment_bytes, now_ms())
+            directory = self._topic_dir(topic_id, uid)
+            try:
                 os.mkdir(directory)
                 create_segment(directory, 0)
                 fsync_directory(self._topics_dir)
+            except OSError as exc:
+                shutil.rmtree(directory, ignore_errors=True)  # best effort
+                raise StorageError(topic_id, f"{exc} while creating {directory}") from exc
+            with self._meta.env.begin(write=True) as txn:
                 self._meta.put_topic(txn, topic_id, meta)
             topic = self._logs[topic_id] = TopicLog(self._ctx, topic_id, meta, directory)
             return self._info(topic_id, topic)
@@ -318,7 +332,10 @@ class Store:
             ):
                 raise InvalidArgument("message headers must map str to str")
             headers = dict(headers)
-            size += sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+            try:
+                size += sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+            except UnicodeEncodeError:
+                raise InvalidArgument("message headers must be valid Unicode text") from None
         if size > self.max_message_bytes:
             raise MessageTooLarge(topic_id, size, self.max_message_bytes)
         return Record(value, key, headers or None)
@@ -548,12 +565,12 @@ class Store:
                     if self.fsync == "interval" and topic.dirty:
                         topic.sync()
                     topic.apply_retention()
-                except LogstoreError as exc:
+                except Exception as exc:  # one bad pass must not end fsyncs and retention
                     log.error("maintenance of topic %r failed: %s", topic.topic_id, exc)
             if not self.readonly:
                 try:
                     self._subs.maintain()
-                except LogstoreError as exc:
+                except Exception as exc:
                     log.error("maintenance of subscriptions failed: %s", exc)
 
     # --------------------------------------------------------------- helpers

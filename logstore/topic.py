@@ -117,6 +117,7 @@ class TopicLog:
         self._durable_pos = 0
         self._last_ts = 0
         self._pending: list[IndexEntry] = []
+        self._unsynced_sealed: list[str] = []  # fsync="never": rolled without a sync
         self._since_entry = 0
         self._dirty = False
         self._closed: LogstoreError | None = None
@@ -223,17 +224,39 @@ class TopicLog:
                 kept.append(base)
                 position = 0
             path = self.segment_path(base)
+            last_segment = i == len(bases) - 1
             with self._ctx.handles.pinned(path) as fd:
-                for item in scan(fd, position, next_offset):
-                    if isinstance(item, ScanStop):
+                while True:
+                    for item in scan(fd, position, next_offset):
+                        if isinstance(item, ScanStop):
+                            break
+                        pos, header = item
+                        from_index = False
+                        if pos == 0 or since >= INTERVAL_BYTES:
+                            entries.append(
+                                IndexEntry(header.base_offset, base, pos, header.timestamp)
+                            )
+                            since = 0
+                        since += header.length
+                        last_ts = header.timestamp
+                    damaged = None if item.error is None else _damaged_frame(fd, item, last_segment)
+                    if damaged is None:
                         break
-                    pos, header = item
+                    # A whole frame with a bad CRC and more log after it: damage, not a torn
+                    # tail. Keep it (reads of it raise Corruption) and everything after it.
+                    log.error(
+                        "topic %r: corrupt frame in %s at byte %d (%s); keeping the log after it",
+                        self.topic_id,
+                        path,
+                        item.position,
+                        item.error,
+                    )
                     from_index = False
-                    if pos == 0 or since >= INTERVAL_BYTES:
-                        entries.append(IndexEntry(header.base_offset, base, pos, header.timestamp))
+                    if item.position == 0 or since >= INTERVAL_BYTES:
+                        entries.append(IndexEntry(item.next_offset, base, item.position, last_ts))
                         since = 0
-                    since += header.length
-                    last_ts = header.timestamp
+                    since += damaged.length
+                    position, next_offset = item.position + damaged.length, damaged.next_offset
             if from_index:
                 self._drop_index(
                     f"its last index entry (offset {resume.offset}) points at no "
@@ -304,12 +327,17 @@ class TopicLog:
             self._queue.append((frame, base, self._next_offset, ts))
             batch = self._batch
             lead = not self._leading
+            heir = False
             if lead:
                 self._leading = True
             elif batch.done is None:
-                batch.done = threading.Event()
+                batch.done, batch.heir, heir = threading.Event(), threading.Event(), True
         if lead:
             self._lead()
+        elif heir:
+            batch.heir.wait()
+            if not batch.finished:
+                self._lead()  # handed over: this caller writes its own batch
         else:
             batch.done.wait()
         if batch.error is not None:
@@ -317,30 +345,33 @@ class TopicLog:
         return base
 
     def _lead(self) -> None:
+        """Write the batch at the head of the queue, then hand leadership to the next one."""
         with self._io_lock:
-            while True:
+            with self._lock:
+                items, batch = self._queue, self._batch
+                self._queue, self._batch = [], _Batch()
+            try:
+                self._write_batch_locked(items)
+            except Exception as exc:  # every caller must hear of it, whatever it was
+                if not isinstance(exc, LogstoreError):
+                    log.exception("topic %r: unexpected failure writing", self.topic_id)
+                    exc = StorageError(self.topic_id, f"unexpected failure: {exc!r}")
                 with self._lock:
-                    items, batch = self._queue, self._batch
-                    if not items:
-                        self._leading = False
-                        if self._closed is not None:
-                            self._idle.notify_all()
-                        return
-                    self._queue, self._batch = [], _Batch()
-                try:
-                    self._write_batch_locked(items)
-                except Exception as exc:  # every caller must hear of it, whatever it was
-                    if not isinstance(exc, LogstoreError):
-                        log.exception("topic %r: unexpected failure writing", self.topic_id)
-                        exc = StorageError(self.topic_id, f"unexpected failure: {exc!r}")
-                    with self._lock:
-                        # Frames queued behind this batch were numbered after it: void them.
-                        behind, self._batch, self._queue = self._batch, _Batch(), []
-                        self._next_offset = self._end
-                    behind.finish(exc)
-                    batch.finish(exc)
-                    continue
+                    # Frames queued behind this batch were numbered after it: void them.
+                    behind, self._batch, self._queue = self._batch, _Batch(), []
+                    self._next_offset = self._end
+                behind.finish(exc)
+                batch.finish(exc)
+            else:
                 batch.finish(None)
+            with self._lock:
+                if not self._queue:
+                    self._leading = False
+                    if self._closed is not None:
+                        self._idle.notify_all()
+                    return
+                heir = self._batch.heir
+        heir.set()  # the next batch's first caller leads it; `_leading` stays set
 
     def _write_batch_locked(self, items: list[tuple[bytes, int, int, int]]) -> None:
         """Write queued frames with one `pwrite`, rolling first if the first one does not fit.
@@ -452,6 +483,8 @@ class TopicLog:
         """Seal the active segment (synced first, unless fsync="never") and start a new one."""
         if self._ctx.fsync != "never":
             self._sync_locked()
+        elif self._durable_end < self._end:
+            self._unsynced_sealed.append(self._active_path)
         self._create_segment(self._end)
         self._sealed_sizes = {**self._sealed_sizes, self._segments[-1]: self._active_size}
         self._segments = (*self._segments, self._end)
@@ -465,6 +498,15 @@ class TopicLog:
         """Make everything written so far durable (the "interval" flusher calls this)."""
         with self._io_lock:
             if self._closed is None:
+                for path in self._unsynced_sealed:
+                    try:
+                        with self._ctx.handles.pinned(path) as fd:
+                            os.fdatasync(fd)
+                    except FileNotFoundError:
+                        pass  # retention removed it
+                    except OSError as exc:
+                        raise self._storage_error(exc, f"syncing {path}") from exc
+                self._unsynced_sealed = []
                 self._sync_locked()
                 self._flush_index_locked()
 
@@ -559,7 +601,10 @@ class TopicLog:
         if pending and pending[0].offset <= offset:
             entry = pending[bisect_right(pending, offset, key=_entry_offset) - 1]
         elif self._ctx.index is not None:
-            entry = self._ctx.index.floor(self.uid, offset)
+            try:
+                entry = self._ctx.index.floor(self.uid, offset)
+            except lmdb.Error:
+                self._check_open()  # closed under us: StoreClosed, else just scan
         if entry is not None and entry.segment_base == segments[i]:
             return i, entry.position, entry.offset
         return i, 0, segments[i]
@@ -574,7 +619,10 @@ class TopicLog:
         if pending and pending[0].timestamp < timestamp:
             entry = pending[bisect_left(pending, timestamp, key=_entry_timestamp) - 1]
         elif self._ctx.index is not None:
-            entry = self._ctx.index.floor_time(self.uid, timestamp)
+            try:
+                entry = self._ctx.index.floor_time(self.uid, timestamp)
+            except lmdb.Error:
+                self._check_open()
         if entry is None or entry.segment_base not in segments:
             i, position, frame_offset = 0, 0, segments[0]
         else:
@@ -643,8 +691,8 @@ class TopicLog:
             self._ctx.index.drop(self.uid, below=segments[0])
         for base in victims:
             path = self.segment_path(base)
+            os.unlink(path)  # first: a reader opening it after this fails, not caches it
             self._ctx.handles.forget(path)
-            os.unlink(path)
         fsync_directory(self.directory)
         log.info(
             "topic %r: retention removed %d segment(s); start offset is now %d",
@@ -687,9 +735,14 @@ class TopicLog:
     def refresh(self) -> None:
         """Pick up what the writing process appended or retained (read-only stores only)."""
         with self._io_lock:
-            bases = list_segments(self.directory)
+            try:
+                bases = list_segments(self.directory)
+            except FileNotFoundError:
+                raise TopicNotFound(self.topic_id) from None  # the writer deleted it
             if not bases:
                 return
+            for gone in (b for b in self._segments if b < bases[0]):
+                self._ctx.handles.forget(self.segment_path(gone))  # retention deleted it
             known = [b for b in self._segments if b >= bases[0]]
             position = self._active_size
             if not known:
@@ -700,13 +753,18 @@ class TopicLog:
                 path = self.segment_path(known[-1])
                 try:
                     with self._ctx.handles.pinned(path) as fd:
-                        for item in scan(fd, position, self._end):
-                            if isinstance(item, ScanStop):
+                        while True:
+                            for item in scan(fd, position, self._end):
+                                if isinstance(item, ScanStop):
+                                    break
+                                self._last_ts = item[1].timestamp
+                            position, self._end = item.position, item.next_offset
+                            damaged = item.error and _damaged_frame(fd, item, not newer)
+                            if not damaged:
                                 break
-                            self._last_ts = item[1].timestamp
+                            position, self._end = position + damaged.length, damaged.next_offset
                 except FileNotFoundError:
                     return
-                position, self._end = item.position, item.next_offset
                 if item.error is not None or not newer or newer[0] != self._end:
                     break
                 self._sealed_sizes = {**self._sealed_sizes, known[-1]: position}
@@ -718,21 +776,49 @@ class TopicLog:
             self.visible.advance(self._end)
 
 
+def _damaged_frame(fd: int, stop: ScanStop, last_segment: bool) -> record.FrameHeader | None:
+    """The header of the frame `stop` failed on, if that frame is mid-log damage to keep.
+
+    It is when only its body is bad (its header is sound and continues the offsets) and the
+    log demonstrably goes on after it: a sound next frame, or the next segment. Otherwise the
+    frame is the torn tail of an interrupted write, which recovery cuts."""
+    size = os.fstat(fd).st_size
+    try:
+        header = record.parse_header(pread_exactly(fd, record.HEADER_SIZE, stop.position), 0)
+        end = stop.position + header.length
+        if header.base_offset != stop.next_offset or end > size:
+            return None
+        if end == size:
+            return None if last_segment else header
+        following = pread_exactly(fd, record.HEADER_SIZE, end)
+        after = record.parse_header(following, 0)
+        if after.base_offset != header.next_offset or end + after.length > size:
+            return None
+        record.check_crc(pread_exactly(fd, after.length, end), 0, after)
+    except FrameError:
+        return None
+    return header
+
+
 class _Batch:
     """The callers whose frames one leader writes together, and how that went.
 
     The event exists only once a follower joins: a lone writer never pays for one."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("done", "error", "finished", "heir")
 
     def __init__(self) -> None:
         self.done: threading.Event | None = None
+        self.heir: threading.Event | None = None  # the first follower waits here
         self.error: LogstoreError | None = None
+        self.finished = False
 
     def finish(self, error: LogstoreError | None) -> None:
         self.error = error
+        self.finished = True
         if self.done is not None:
             self.done.set()
+            self.heir.set()
 
 
 def _entry_offset(entry: IndexEntry) -> int:

@@ -239,3 +239,19 @@ def test_segment_after_a_lost_tail_is_removed_so_offsets_have_no_gap(tmp_path):
         assert values(store) == [b"m%d" % i for i in range(end)]
         assert store.topic("t").segments == 2
         assert store.write("t", b"next") == end
+
+
+def test_torn_frame_followed_by_zeros_is_cut_not_kept_as_damage(tmp_path):
+    """After a power loss the file can end in a frame whose header landed but whose body did
+    not, then zeros (the size grew before the data did). That is a torn tail, not damage."""
+    fill(tmp_path, count=5)
+    [segment] = segments_of(tmp_path)
+    size = os.path.getsize(segment)
+    torn = bytearray(rec.encode_many(5, 1, [b"x" * 5000]))
+    torn[rec.HEADER_SIZE + 4 :] = bytes(len(torn) - rec.HEADER_SIZE - 4)
+    with open(segment, "ab") as f:
+        f.write(bytes(torn) + bytes(8192))
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(5)]
+        assert store.write("t", b"m5") == 5
+    assert os.path.getsize(segment) == size + len(rec.encode_many(5, 1, [b"m5"]))
