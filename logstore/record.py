@@ -70,6 +70,14 @@ class Record:
     headers: Mapping[str, str] | None = None
 
 
+class FrameTooLarge(ValueError):
+    """A batch would make a frame of `MAX_FRAME_BYTES` or more."""
+
+    def __init__(self, size: int):
+        super().__init__(f"batch of {size} bytes is over the frame limit of {MAX_FRAME_BYTES}")
+        self.size = size
+
+
 class FrameError(Exception):
     """A frame fails a framing or CRC check; `position` is where in the buffer, if known."""
 
@@ -113,7 +121,7 @@ def encode(base_offset: int, timestamp: int, records: list[Record]) -> bytes:
     body = b"".join(columns + blobs)
     length = HEADER_SIZE + len(body)
     if length >= MAX_FRAME_BYTES:
-        raise ValueError(f"batch of {length} bytes is over the frame limit of {MAX_FRAME_BYTES}")
+        raise FrameTooLarge(length)
     tail = struct.pack("<QQIHH", base_offset, timestamp, n, flags, MAGIC) + body
     return struct.pack("<II", length, crc32c(tail)) + tail
 
@@ -132,7 +140,7 @@ def encode_many(base_offset: int, timestamp: int, values: list[bytes]) -> bytes:
     tail = struct.pack("<QQIHH", base_offset, timestamp, n, 0, MAGIC) + body
     length = HEADER_SIZE + len(body)
     if length >= MAX_FRAME_BYTES:
-        raise ValueError(f"batch of {length} bytes is over the frame limit of {MAX_FRAME_BYTES}")
+        raise FrameTooLarge(length)
     return struct.pack("<II", length, crc32c(tail)) + tail
 
 

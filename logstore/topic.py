@@ -51,6 +51,7 @@ from .config import Stats
 from .errors import (
     Corruption,
     LogstoreError,
+    MessageTooLarge,
     OffsetOutOfRange,
     StorageError,
     StorageFull,
@@ -318,10 +319,13 @@ class TopicLog:
             self._check_open()
             base = self._next_offset
             ts = max(now_ms(), self._last_ts)
-            if plain:
-                frame = record.encode_many(base, ts, records)
-            else:
-                frame = record.encode(base, ts, records)
+            try:
+                if plain:
+                    frame = record.encode_many(base, ts, records)
+                else:
+                    frame = record.encode(base, ts, records)
+            except record.FrameTooLarge as exc:
+                raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
             self._next_offset = base + len(records)
             self._last_ts = ts
             self._queue.append((frame, base, self._next_offset, ts))
@@ -529,8 +533,8 @@ class TopicLog:
     def read(self, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
         """Up to `max_messages` visible messages from `offset` (at least one if any)."""
         self._check_open()
+        visible = self.visible.value  # first: segments read after it cover every offset below
         segments = self._segments
-        visible = self.visible.value
         if offset < segments[0] or offset > visible:
             raise OffsetOutOfRange(self.topic_id, offset, segments[0], visible)
         out: list[Message] = []
@@ -612,8 +616,8 @@ class TopicLog:
     def offset_for_time(self, timestamp: int) -> int:
         """The first visible offset whose timestamp is >= `timestamp` (end offset if none)."""
         self._check_open()
+        visible = self.visible.value  # first: segments read after it cover every offset below
         segments = self._segments
-        visible = self.visible.value
         entry = None
         pending = self._pending
         if pending and pending[0].timestamp < timestamp:
@@ -688,7 +692,10 @@ class TopicLog:
         self._sealed_sizes = {b: n for b, n in self._sealed_sizes.items() if b not in victims}
         self._pending = [e for e in self._pending if e.offset >= segments[0]]
         if self._ctx.index is not None:
-            self._ctx.index.drop(self.uid, below=segments[0])
+            try:
+                self._ctx.index.drop(self.uid, below=segments[0])
+            except lmdb.Error as exc:  # a cache: the next open drops entries below the start
+                log.warning("topic %r: index cleanup failed (%s)", self.topic_id, exc)
         for base in victims:
             path = self.segment_path(base)
             os.unlink(path)  # first: a reader opening it after this fails, not caches it
