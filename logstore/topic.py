@@ -309,26 +309,35 @@ class TopicLog:
     # --------------------------------------------------------------- appends
 
     def append(self, records: list, *, plain: bool) -> int:
-        """Append `records` (bytes when `plain`, else `Record`) as one frame; first offset.
+        """Append `records` (bytes when `plain`, else `Record`) as one frame; first offset."""
+        return self.append_frames([(records, plain)])[0]
 
-        The caller's frame joins a queue. Whoever finds no leader becomes one and writes every
+    def append_frames(self, batches: list[tuple[list, bool]]) -> list[int]:
+        """Append each batch as its own atomic frame, all written (and synced) together.
+
+        The frames join a queue. Whoever finds no leader becomes one and writes every
         queued frame with one `pwrite` and (under "always") one `fdatasync`, while later
-        callers queue up behind it: group commit without a thundering herd.
+        callers queue up behind it: group commit without a thundering herd. Returns the
+        first offset of each batch; nothing is queued if any batch is too large.
         """
         with self._lock:
             self._check_open()
             base = self._next_offset
             ts = max(now_ms(), self._last_ts)
-            try:
-                if plain:
-                    frame = record.encode_many(base, ts, records)
-                else:
-                    frame = record.encode(base, ts, records)
-            except record.FrameTooLarge as exc:
-                raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
-            self._next_offset = base + len(records)
+            queued = []
+            for records, plain in batches:
+                try:
+                    if plain:
+                        frame = record.encode_many(base, ts, records)
+                    else:
+                        frame = record.encode(base, ts, records)
+                except record.FrameTooLarge as exc:
+                    raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
+                queued.append((frame, base, base + len(records), ts))
+                base += len(records)
+            self._next_offset = base
             self._last_ts = ts
-            self._queue.append((frame, base, self._next_offset, ts))
+            self._queue.extend(queued)
             batch = self._batch
             lead = not self._leading
             heir = False
@@ -346,7 +355,7 @@ class TopicLog:
             batch.done.wait()
         if batch.error is not None:
             raise batch.error
-        return base
+        return [first for _, first, _, _ in queued]
 
     def _lead(self) -> None:
         """Write the batch at the head of the queue, then hand leadership to the next one."""

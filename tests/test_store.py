@@ -330,3 +330,24 @@ def test_open_file_handles_stay_bounded_with_many_topics(data_dir):
         for i in range(300):
             assert store.read(f"t{i}", 0)[0].value == b"x"
         assert len(store._ctx.handles) <= 32
+
+
+def test_write_batches_appends_each_batch_atomically_with_one_fsync(data_dir):
+    with Store(data_dir, fsync="always") as store:
+        store.create_topic("t")
+        store.write("t", b"first")
+        before = store.stats.fsyncs
+        firsts = store.write_batches("t", [[b"a", b"b"], [Record(b"c", key=b"k")], [b"d"]])
+        assert firsts == [1, 3, 4]
+        assert store.stats.fsyncs == before + 1
+        assert [m.value for m in store.read("t", 0)] == [b"first", b"a", b"b", b"c", b"d"]
+
+
+def test_write_batches_checks_every_batch_before_writing_any(data_dir):
+    with Store(data_dir, fsync="never", max_message_bytes=10) as store:
+        store.create_topic("t")
+        with pytest.raises(MessageTooLarge):
+            store.write_batches("t", [[b"ok"], [b"x" * 11]])
+        with pytest.raises(InvalidArgument):
+            store.write_batches("t", [[b"ok"], []])
+        assert store.topic("t").end_offset == 0
