@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from logstore import Store, TopicInfo, TopicNotFound
+from logstore import Record, Store, TopicInfo, TopicNotFound
 
 from .auth import Authenticator
 from .idempotency import IdempotencyCache
 from .limits import Gate, Limits
 from .metrics import Metrics
-from .writer import BatchingThread
+from .writer import PublishingThread
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ class ServerState:
         self.sse_streams = Gate("event streams", limits.max_sse_streams, limits.retry_after_seconds)
         self.shutting_down = False
         self._executor: ThreadPoolExecutor | None = None
-        self._writer: BatchingThread | None = None
+        self._publisher: PublishingThread | None = None
         self._waiting: set[asyncio.Task] = set()
         self._stopped: set[asyncio.Task] = set()
         self._shared: dict[tuple, asyncio.Future] = {}
@@ -51,8 +51,7 @@ class ServerState:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limits.io_threads, thread_name_prefix="storage")
-        if self.store.fsync != "always":
-            self._writer = BatchingThread("storage-writer")
+        self._publisher = PublishingThread(self.store)
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and answer every waiting long poll and stream now."""
@@ -63,8 +62,8 @@ class ServerState:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._writer is not None:
-            await loop.run_in_executor(None, self._writer.stop)
+        if self._publisher is not None:
+            await loop.run_in_executor(None, self._publisher.stop)
         if self._executor is not None:
             await loop.run_in_executor(None, self._executor.shutdown)
 
@@ -72,12 +71,10 @@ class ServerState:
         """Run blocking storage work (fsync, LMDB commits, file reads) in the thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a publish: in the thread pool under fsync="always" (concurrent writes share
-        fsyncs), else on the batching writer thread (cheaper hand-offs; see `writer`)."""
-        if self._writer is None:
-            return await self.run(fn, *args)
-        return await self._writer.call(fn, *args)
+    async def publish(self, topic: str, items: list[bytes | Record]) -> int:
+        """Append one publish (an atomic batch) on the publishing thread, which writes and
+        syncs all publishes queued together at once (see `writer`); its first offset."""
+        return await self._publisher.publish(topic, items)
 
     def mark_open(self, topic: str) -> None:
         """`topic`'s log is open in the store (it was just used from the thread pool)."""

@@ -99,11 +99,7 @@ async def publish(request: web.Request) -> web.Response:
 
 
 async def _append(state: ServerState, topic: str, items: list, nbytes: int) -> dict:
-    store = state.store
-    if len(items) == 1:
-        first = await state.write(_write_one, store, topic, items[0])
-    else:
-        first = await state.write(store.write_many, topic, items)
+    first = await state.publish(topic, items)
     state.metrics.count_published(topic, len(items), nbytes)
     return {"first_offset": first, "count": len(items)}
 
@@ -116,12 +112,6 @@ def _published(result: dict, replayed: bool = False) -> web.Response:
 
 _JSON = {"Content-Type": "application/json"}
 _REPLAYED = {**_JSON, "Idempotent-Replayed": "true"}
-
-
-def _write_one(store: Store, topic: str, item: bytes | Record) -> int:
-    if isinstance(item, Record):
-        return store.write(topic, item.value, item.key, item.headers)
-    return store.write(topic, item)
 
 
 @dataclass(slots=True)

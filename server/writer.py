@@ -1,14 +1,12 @@
-"""A storage thread that takes calls in bulk: cheap hand-offs for fast, ordered work.
+"""The publishing thread: every publish queued since its last round, written at once.
 
 `loop.run_in_executor` costs every call a thread wake-up and an event-loop wake-up, which
-for a small publish under fsync="never" (a `pwrite` into the page cache) is more than the
-write itself. This thread instead takes every call queued since its last round, runs them in
-order, and hands all their results back to the event loop with one `call_soon_threadsafe`:
-under load the hand-off cost is shared by a whole batch of requests.
-
-It runs calls one at a time, so it only suits work that does not wait on the disk: under
-fsync="always" publishes go to the thread pool instead, where concurrent writers share
-fsyncs (the library's group commit).
+for a small publish is more than the write itself. This thread instead takes every publish
+queued since its last round, writes each topic's share with one `Store.write_batches` (one
+`pwrite` and, under fsync="always", one fsync for all of them; each publish stays its own
+atomic batch), and hands all the results back to the event loop with one
+`call_soon_threadsafe`. While it waits for an fsync, the next round queues up: group commit
+with one thread and no herd of pool threads.
 """
 
 from __future__ import annotations
@@ -17,14 +15,14 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from logstore import Record, Store
 
 
-class BatchingThread:
-    def __init__(self, name: str):
+class PublishingThread:
+    def __init__(self, store: Store, name: str = "storage-publisher"):
+        self._store = store
         # SimpleQueue: a put is one C call that wakes the thread only when it sleeps, with no
         # Python-level lock for the event loop and this thread to contend for.
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -32,13 +30,14 @@ class BatchingThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue `fn(*args)`; its result (or exception) arrives on the returned future."""
+    def publish(self, topic: str, items: list[bytes | Record]) -> asyncio.Future[int]:
+        """Queue one atomic batch for `topic`; its first offset (or error) arrives on the
+        returned future."""
         if self._stopping:
-            raise RuntimeError("the storage thread has stopped")
+            raise RuntimeError("the publishing thread has stopped")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((loop, future, fn, args))
+        self._queue.put((loop, future, topic, items))
         return future
 
     def stop(self) -> None:
@@ -53,18 +52,29 @@ class BatchingThread:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < _MAX_BATCH:
                     batch.append(self._queue.get_nowait())
-            results: dict[asyncio.AbstractEventLoop, list] = {}
+            stop = None in batch
+            by_topic: dict[str, list] = {}
             for item in batch:
-                if item is None:
-                    self._hand_back(results)
-                    return
-                loop, future, fn, args = item
-                try:
-                    outcome = (future, fn(*args), None)
-                except BaseException as exc:  # handed to the awaiting handler, not lost
-                    outcome = (future, None, exc)
-                results.setdefault(loop, []).append(outcome)
+                if item is not None:
+                    by_topic.setdefault(item[2], []).append(item)
+            results: dict[asyncio.AbstractEventLoop, list] = {}
+            for topic, items in by_topic.items():
+                for (loop, future, _, _), outcome in zip(
+                    items, self._write(topic, [i[3] for i in items]), strict=True
+                ):
+                    results.setdefault(loop, []).append((future, *outcome))
             self._hand_back(results)
+            if stop:
+                return
+
+    def _write(self, topic: str, batches: list[list]) -> list[tuple[Any, BaseException | None]]:
+        """(first offset, None) or (None, error) per batch; one bad batch fails only itself."""
+        try:
+            return [(first, None) for first in self._store.write_batches(topic, batches)]
+        except BaseException as exc:  # handed to the awaiting handlers, not lost
+            if len(batches) == 1:
+                return [(None, exc)]
+        return [outcome for b in batches for outcome in self._write(topic, [b])]
 
     @staticmethod
     def _hand_back(results: dict[asyncio.AbstractEventLoop, list]) -> None:
