@@ -42,6 +42,7 @@ def bare_server(kind: str) -> None:
     "publish": read the body, answer 200. "wake": the long-poll protocol of the latency test
     with nothing behind it (values kept in a list, waiters parked on one asyncio.Event).
     """
+    import uvloop
     from aiohttp import web
 
     from server import Limits, start
@@ -81,7 +82,7 @@ def bare_server(kind: str) -> None:
         await stop.wait()
         await runner.cleanup()
 
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop `logstore serve` runs on: a like-for-like ceiling
 
 
 class Server:

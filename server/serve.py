@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Callable
 
+import uvloop
 from aiohttp import web
 
 from logstore import Store
@@ -119,5 +120,6 @@ def run(
                 flush=True,
             )
 
-        asyncio.run(serve(store, config, host, port, ready))
+        # uvloop's event loop (libuv) halves the loop's own cost per request under aiohttp.
+        uvloop.run(serve(store, config, host, port, ready))
     print("logstore: stopped; data flushed", file=sys.stderr, flush=True)
