@@ -46,7 +46,7 @@ class ServerState:
         self._publisher: PublishingThread | None = None
         self._waiting: set[asyncio.Task] = set()
         self._stopped: set[asyncio.Task] = set()
-        self._shared: dict[tuple, asyncio.Future] = {}
+        self._tail_pages: dict[tuple, Any] = {}
         self._open_topics: set[str] = set()
 
     async def start(self) -> None:
@@ -116,27 +116,31 @@ class ServerState:
             self._waiting.discard(task)
             self._stopped.discard(task)
 
-    async def run_shared(self, fn: Callable[..., T], *args: Any) -> T:
-        """`run(fn, *args)`, once for every caller asking the same while it runs.
+    def tail_page(
+        self,
+        read: Callable[..., T],
+        topic: str,
+        offset: int,
+        max_messages: int,
+        max_bytes: int | None,
+    ) -> T:
+        """The answer of a long poll woken at the end of a topic, read on the event loop.
 
-        When one publish wakes many long polls at the same offset, they share one read and
-        one encoded answer instead of queueing as many reads in the thread pool. Only for
-        callers that started waiting before the data existed: any read that begins after
-        their wake-up is a correct answer for them.
-        """
-        key = (fn, *args)
-        future = self._shared.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-            self._shared[key] = future
-            future.add_done_callback(lambda f: self._shared_done(key, f))
-        return await asyncio.shield(future)
-
-    def _shared_done(self, key: tuple, future: asyncio.Future) -> None:
-        if self._shared.get(key) is future:
-            del self._shared[key]
-        if not future.cancelled():
-            future.exception()  # retrieved: each caller re-raises it, none may be left
+        What just arrived is in the page cache and small, so reading it here costs less than
+        the two thread hops of the pool; the read is capped (`TAIL_READ_MESSAGES`,
+        `TAIL_READ_BYTES`: the client asks again for the rest). Every poll woken at the same
+        place by the same publish shares one read and one encoded answer."""
+        max_messages = min(max_messages, TAIL_READ_MESSAGES)
+        max_bytes = min(max_bytes or TAIL_READ_BYTES, TAIL_READ_BYTES)
+        key = (topic, offset, max_messages, max_bytes, self.store.topic(topic).end_offset)
+        page = self._tail_pages.get(key)
+        if page is None:
+            if len(self._tail_pages) >= 1024:
+                self._tail_pages.clear()
+            page = self._tail_pages[key] = read(self.store, topic, offset, max_messages, max_bytes)
+        return page
 
 
 STATE = web.AppKey("logstore.state", ServerState)
+TAIL_READ_MESSAGES = 100
+TAIL_READ_BYTES = 256 * 1024

@@ -148,9 +148,7 @@ async def read_messages(request: web.Request) -> web.Response:
         request[READ_OFFSET] = offset
         with state.long_polls.hold():
             await state.unless_shutdown(state.store.wait_async(topic, offset, wait))
-        page = await state.run_shared(
-            read_page, state.store, topic, offset, max_messages, max_bytes
-        )
+        page = state.tail_page(read_page, topic, offset, max_messages, max_bytes)
     state.metrics.count_delivered(topic, "replay", page.count, page.nbytes)
     return web.Response(body=page.body, headers=_JSON)
 
