@@ -116,13 +116,29 @@ async def poll(request: web.Request) -> web.Response:
             _, deliveries = await state.unless_shutdown(
                 store.poll_async(topic, sub, max_messages, wait)
             )
+        deliveries = deliveries or []
+        if len(deliveries) <= _ENCODE_ON_LOOP:
+            body, count, nbytes = _encoded(deliveries)
+        else:  # a big answer is encoded off the event loop, like replay pages
+            body, count, nbytes = await state.run(_encoded, deliveries)
     else:
-        deliveries = await state.run(store.poll, topic, sub, max_messages)
-    deliveries = deliveries or []
-    nbytes = sum(len(d.value) for d in deliveries)
-    state.metrics.count_delivered(topic, "poll", len(deliveries), nbytes)
+        body, count, nbytes = await state.run(_poll_now, store, topic, sub, max_messages)
+    state.metrics.count_delivered(topic, "poll", count, nbytes)
+    return web.Response(body=body, content_type="application/json")
+
+
+_ENCODE_ON_LOOP = 16
+"""Deliveries a long poll encodes on the event loop; more go to the thread pool."""
+
+
+def _poll_now(store: Store, topic: str, sub: str, max_messages: int) -> tuple[bytes, int, int]:
+    return _encoded(store.poll(topic, sub, max_messages))
+
+
+def _encoded(deliveries: list) -> tuple[bytes, int, int]:
+    """(JSON body, message count, value bytes) of a poll's answer."""
     body = '{"messages":[' + ",".join([codec.delivery_json(d) for d in deliveries]) + "]}"
-    return web.Response(body=body.encode(), content_type="application/json")
+    return body.encode(), len(deliveries), sum(len(d.value) for d in deliveries)
 
 
 async def ack(request: web.Request) -> web.Response:
