@@ -44,7 +44,9 @@ class Limits:
     retry_after_seconds: int = 1
     """`Retry-After` sent with 503 answers."""
     io_threads: int = 32
-    """Threads for storage work; concurrent publishes in them share fsyncs (group commit)."""
+    """Threads for storage work other than publishing (reads, acks, topic changes)."""
+    publish_threads: int = 4
+    """Publishing threads; each topic's publishes go to one of them, batched (see writer)."""
     shutdown_timeout_seconds: float = 10.0
     """On shutdown, how long requests in progress get to finish."""
 

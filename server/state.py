@@ -43,7 +43,7 @@ class ServerState:
         self.sse_streams = Gate("event streams", limits.max_sse_streams, limits.retry_after_seconds)
         self.shutting_down = False
         self._executor: ThreadPoolExecutor | None = None
-        self._publisher: PublishingThread | None = None
+        self._publishers: list[PublishingThread] = []
         self._waiting: set[asyncio.Task] = set()
         self._stopped: set[asyncio.Task] = set()
         self._tail_pages: dict[tuple, Any] = {}
@@ -51,7 +51,10 @@ class ServerState:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limits.io_threads, thread_name_prefix="storage")
-        self._publisher = PublishingThread(self.store)
+        self._publishers = [
+            PublishingThread(self.store, f"storage-publisher-{i}")
+            for i in range(self.limits.publish_threads)
+        ]
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and answer every waiting long poll and stream now."""
@@ -62,8 +65,8 @@ class ServerState:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._publisher is not None:
-            await loop.run_in_executor(None, self._publisher.stop)
+        for publisher in self._publishers:
+            await loop.run_in_executor(None, publisher.stop)
         if self._executor is not None:
             await loop.run_in_executor(None, self._executor.shutdown)
 
@@ -72,9 +75,11 @@ class ServerState:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def publish(self, topic: str, items: list[bytes | Record]) -> int:
-        """Append one publish (an atomic batch) on the publishing thread, which writes and
-        syncs all publishes queued together at once (see `writer`); its first offset."""
-        return await self._publisher.publish(topic, items)
+        """Append one publish (an atomic batch) on its topic's publishing thread, which
+        writes and syncs all publishes queued together at once (see `writer`); its first
+        offset. Several threads let different topics' fsyncs run in parallel."""
+        publishers = self._publishers  # a topic always goes to the same one: order is kept
+        return await publishers[hash(topic) % len(publishers)].publish(topic, items)
 
     def mark_open(self, topic: str) -> None:
         """`topic`'s log is open in the store (it was just used from the thread pool)."""
