@@ -13,9 +13,11 @@ Recovery when a topic is opened, in passes (each logged under `logstore.topic`):
    Entries below the first segment (retention interrupted) are dropped.
 3. Tail scan: from that entry (or the first segment when rebuilding) walk every frame,
    checking framing, offset continuity across segments and CRC, adding index entries.
-   The first unsound frame is a torn tail: the segment is cut there (logged, counted in
-   `Stats`) and later segments are removed. A later segment whose base offset does not
-   continue the log (a roll interrupted after the previous tail was lost) is removed too.
+   A frame with a sound header but a bad body, followed by sound log, is mid-log damage:
+   it is kept (reads of it raise `Corruption`) and the scan goes on. Any other unsound
+   frame is a torn tail: the segment is cut there (logged, counted in `Stats`) and later
+   segments are removed. A later segment whose base offset does not continue the log (a
+   roll interrupted after the previous tail was lost) is removed too.
 4. State: end offset, last timestamp and active segment size come from the scan.
 
 So opening costs time in proportion to the un-indexed tail, not to the log: pending index
@@ -23,8 +25,8 @@ entries are committed every `_PENDING_LIMIT` entries, at rolls and at close.
 
 Appends and durability: `append` encodes the caller's frame and numbers its offsets under
 the queue lock, then queues it. A caller that finds no leader leads: it takes the whole
-queue, writes it with one `pwrite` and, under fsync="always", one `fdatasync`, then wakes
-the callers of that batch with one event. Callers arriving meanwhile queue for the next
+queue, writes it with one `pwrite` and, under fsync="always", one `fdatasync`, wakes the
+callers of that batch with one event, and hands leadership to the first caller of the next
 batch (group commit, as in LevelDB's writer queue). Readers see messages once synced
 ("always") or once written ("interval", "never"). A failed write or sync cuts the file back
 to its last good end and fails that batch and every batch queued behind it.
