@@ -229,37 +229,27 @@ class TopicLog:
             path = self.segment_path(base)
             last_segment = i == len(bases) - 1
             with self._ctx.handles.pinned(path) as fd:
-                while True:
-                    for item in scan(fd, position, next_offset):
-                        if isinstance(item, ScanStop):
-                            break
-                        pos, header = item
-                        from_index = False
-                        if pos == 0 or since >= INTERVAL_BYTES:
-                            entries.append(
-                                IndexEntry(header.base_offset, base, pos, header.timestamp)
-                            )
-                            since = 0
-                        since += header.length
-                        last_ts = header.timestamp
-                    damaged = None if item.error is None else _damaged_frame(fd, item, last_segment)
-                    if damaged is None:
+                for item in _frames(fd, position, next_offset, last_segment):
+                    if isinstance(item, ScanStop):
                         break
-                    # A whole frame with a bad CRC and more log after it: damage, not a torn
-                    # tail. Keep it (reads of it raise Corruption) and everything after it.
-                    log.error(
-                        "topic %r: corrupt frame in %s at byte %d (%s); keeping the log after it",
-                        self.topic_id,
-                        path,
-                        item.position,
-                        item.error,
-                    )
+                    pos, header, damage = item
                     from_index = False
-                    if item.position == 0 or since >= INTERVAL_BYTES:
-                        entries.append(IndexEntry(item.next_offset, base, item.position, last_ts))
+                    if damage is not None:
+                        log.error(
+                            "topic %r: corrupt frame in %s at byte %d (%s); keeping it and "
+                            "the log after it",
+                            self.topic_id,
+                            path,
+                            pos,
+                            damage,
+                        )
+                    if pos == 0 or since >= INTERVAL_BYTES:
+                        ts = last_ts if damage else header.timestamp  # its own may be the flip
+                        entries.append(IndexEntry(header.base_offset, base, pos, ts))
                         since = 0
-                    since += damaged.length
-                    position, next_offset = item.position + damaged.length, damaged.next_offset
+                    since += header.length
+                    if damage is None:
+                        last_ts = header.timestamp
             if from_index:
                 self._drop_index(
                     f"its last index entry (offset {resume.offset}) points at no "
@@ -771,16 +761,12 @@ class TopicLog:
                 path = self.segment_path(known[-1])
                 try:
                     with self._ctx.handles.pinned(path) as fd:
-                        while True:
-                            for item in scan(fd, position, self._end):
-                                if isinstance(item, ScanStop):
-                                    break
-                                self._last_ts = item[1].timestamp
-                            position, self._end = item.position, item.next_offset
-                            damaged = item.error and _damaged_frame(fd, item, not newer)
-                            if not damaged:
+                        for item in _frames(fd, position, self._end, not newer):
+                            if isinstance(item, ScanStop):
                                 break
-                            position, self._end = position + damaged.length, damaged.next_offset
+                            if item[2] is None:
+                                self._last_ts = item[1].timestamp
+                    position, self._end = item.position, item.next_offset
                 except FileNotFoundError:
                     return
                 if item.error is not None or not newer or newer[0] != self._end:
@@ -792,6 +778,24 @@ class TopicLog:
             self._active_path = self.segment_path(known[-1])
             self._active_size = position
             self.visible.advance(self._end)
+
+
+def _frames(fd: int, position: int, next_offset: int, last_segment: bool):
+    """`segment.scan`, stepping over mid-log damage (see `_damaged_frame`).
+
+    Yields `(position, header, damage)` per frame, `damage` being None for a sound one and
+    the reason for a kept damaged one, then the `ScanStop` where the walk ended."""
+    while True:
+        for item in scan(fd, position, next_offset):
+            if isinstance(item, ScanStop):
+                break
+            yield (*item, None)
+        damaged = item.error and _damaged_frame(fd, item, last_segment)
+        if not damaged:
+            yield item
+            return
+        yield item.position, damaged, item.error
+        position, next_offset = item.position + damaged.length, damaged.next_offset
 
 
 def _damaged_frame(fd: int, stop: ScanStop, last_segment: bool) -> record.FrameHeader | None:
