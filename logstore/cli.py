@@ -44,17 +44,22 @@ class CliError(Exception):
 
 def message_json(m: Message) -> dict:
     """A message as the HTTP API's Msg JSON (text when UTF-8, else *_b64)."""
-    out: dict = {"offset": m.offset, "timestamp": m.timestamp}
-    for name, raw in (("key", m.key), ("value", m.value)):
-        if raw is None:
-            out[name] = None
-            continue
-        try:
-            out[name] = raw.decode()
-        except UnicodeDecodeError:
-            out[f"{name}_b64"] = base64.b64encode(raw).decode()
+    out: dict = {"offset": m.offset, "timestamp": m.timestamp, "key": None}
+    _put_bytes(out, "key", m.key)
+    _put_bytes(out, "value", m.value)
     out["headers"] = dict(m.headers)
     return out
+
+
+def _put_bytes(out: dict, name: str, raw: bytes | None) -> None:
+    """`out[name]` as text when `raw` is UTF-8, else `out[name + "_b64"]`; nothing for None."""
+    if raw is None:
+        return
+    try:
+        out[name] = raw.decode()
+    except UnicodeDecodeError:
+        out.pop(name, None)
+        out[f"{name}_b64"] = base64.b64encode(raw).decode()
 
 
 class LocalTarget:
@@ -203,13 +208,8 @@ def _quote(name: str) -> str:
 
 def _record_json(r: Record) -> dict:
     out: dict = {}
-    for name, raw in (("value", r.value), ("key", r.key)):
-        if raw is None:
-            continue
-        try:
-            out[name] = raw.decode()
-        except UnicodeDecodeError:
-            out[f"{name}_b64"] = base64.b64encode(raw).decode()
+    _put_bytes(out, "value", r.value)
+    _put_bytes(out, "key", r.key)
     if r.headers:
         out["headers"] = dict(r.headers)
     return out

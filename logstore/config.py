@@ -53,6 +53,10 @@ class Stats:
             self.fsync_seconds += seconds
             self.fsync_max_seconds = max(self.fsync_max_seconds, seconds)
 
+    def rebuilt_index(self) -> None:
+        with self._lock:
+            self.index_rebuilds += 1
+
     def truncated(self, nbytes: int) -> None:
         with self._lock:
             self.truncations += 1

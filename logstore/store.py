@@ -133,7 +133,7 @@ class Store:
             stats=self.stats,
         )
         if self._index is not None and self._index.rebuilt_reason:
-            self.stats.index_rebuilds += 1
+            self.stats.rebuilt_index()
         if not readonly:
             self._sweep_orphans()
         self._subs = Subscriptions(self, self._meta)

@@ -204,7 +204,7 @@ class TopicLog:
         log.warning("topic %r: %s; rebuilding its index from the segments", self.topic_id, why)
         if not self._ctx.readonly:
             self._ctx.index.drop(self.uid)
-            self._ctx.stats.index_rebuilds += 1
+            self._ctx.stats.rebuilt_index()
         return None
 
     def _scan_tail(self, bases: list[int], resume: IndexEntry, *, from_index: bool):
