@@ -120,12 +120,7 @@ class NatsClient(Client):
         sub = await self._js.subscribe(
             topic, cb=take, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
-        try:
-            await asyncio.wait_for(done.wait(), max(0.0, deadline - time.perf_counter()))
-        except TimeoutError:
-            pass
-        finally:
-            await sub.unsubscribe()
+        await _drain(sub, done, deadline)
         return min(count, limit)
 
     async def consume(self, topic: str, group: str, limit: int, batch: int, deadline: float) -> int:
@@ -151,12 +146,7 @@ class NatsClient(Client):
         sub = await self._js.subscribe(
             topic, durable=group, stream=topic, cb=take, manual_ack=True, config=config
         )
-        try:
-            await asyncio.wait_for(done.wait(), max(0.0, deadline - time.perf_counter()))
-        except TimeoutError:
-            pass
-        finally:
-            await sub.unsubscribe()
+        await _drain(sub, done, deadline)
         return min(count, limit)
 
     async def follow(self, topic: str, deliver: Callable[[bytes], None]) -> None:
@@ -172,3 +162,13 @@ class NatsClient(Client):
             await asyncio.Event().wait()
         finally:
             await sub.unsubscribe()
+
+
+async def _drain(sub, done: asyncio.Event, deadline: float) -> None:
+    """Let a push subscription run until `done` or the deadline, then end it."""
+    try:
+        await asyncio.wait_for(done.wait(), max(0.0, deadline - time.perf_counter()))
+    except TimeoutError:
+        pass
+    finally:
+        await sub.unsubscribe()
