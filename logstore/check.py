@@ -1,10 +1,10 @@
 """`logstore check DIR`: verify every record of a data directory and report each damaged place.
 
-Unlike recovery, which stops at the first bad frame of a tail and cuts it, `check` keeps going
-past damage so that one run lists every damaged place: after a frame whose header is sound but
-whose CRC fails it jumps by the frame's length; after a broken header it searches forward for
-the next frame that is sound and continues the offsets. It never modifies the directory, so it
-can be run on a copy, or on a live store (whose tail may then show as torn while a write is in
+It walks every segment with `segment.scan` in resync mode, the walk recovery uses, so one run
+lists every damaged place: after a bad frame (header or body) it goes on at the next frame that
+is sound and continues the offsets. A bad region with nothing sound after it is reported too
+(recovery would cut it in the newest segment). It never modifies the directory, so it can be
+run on a copy, or on a live store (whose tail may then show as torn while a write is in
 flight).
 """
 
@@ -19,12 +19,7 @@ from typing import TextIO
 
 from . import record
 from .meta import MetaStore
-from .record import FrameError
-from .segment import list_segments, pread_exactly, segment_name
-
-_MAGIC_BYTES = record.MAGIC.to_bytes(2, "little")
-_MAGIC_AT = record.HEADER_SIZE - 2
-_SEARCH_CHUNK = 1 << 20
+from .segment import DamagedRegion, ScanStop, list_segments, scan, segment_name
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,7 +72,7 @@ def check_store(path: str, progress: Callable[[int, int], None] | None = None) -
         expected = bases[0]
         for base in bases:
             file = os.path.join(directory, segment_name(base))
-            if base != expected:
+            if expected is not None and base != expected:
                 report.damage.append(
                     Damage(
                         topic_id,
@@ -92,74 +87,35 @@ def check_store(path: str, progress: Callable[[int, int], None] | None = None) -
     return report
 
 
-def _check_segment(topic_id, file, base, report, progress, total) -> int:
+def _check_segment(topic_id, file, base, report, progress, total) -> int | None:
+    """Walk one segment in resync mode, reporting each damaged region; the offset after it
+    (None when the segment ends in damage)."""
     size = os.path.getsize(file)
-    expected = base
-    position = 0
     last_progress = time.monotonic()
     fd = os.open(file, os.O_RDONLY)
     try:
-        while position < size:
-            header = framed = None
-            try:
-                head = pread_exactly(fd, record.HEADER_SIZE, position)
-                header = record.parse_header(head, 0)
-                if header.base_offset != expected:
-                    raise FrameError(f"frame has offset {header.base_offset}, expected {expected}")
-                if position + header.length > size:
-                    raise FrameError(
-                        f"frame of {header.length} bytes runs past the end of the file"
-                    )
-                framed = header
-                record.check_crc(pread_exactly(fd, header.length, position), 0, header)
-                report.frames += 1
-                report.messages += header.count
-                position += header.length
-                expected = header.next_offset
-            except FrameError as exc:
-                report.damage.append(Damage(topic_id, file, position, str(exc)))
-                if framed is not None:  # a sound frame header with a bad body: skip the body
-                    position += framed.length
-                    expected = framed.next_offset
-                else:
-                    position, expected = _resync(fd, position + 1, size, expected)
+        for item in scan(fd, 0, base, resync=True):
+            if isinstance(item, ScanStop):
+                break
+            if isinstance(item, DamagedRegion):
+                report.damage.append(Damage(topic_id, file, item.position, item.reason))
+                continue
+            position, header = item
+            report.frames += 1
+            report.messages += header.count
             now = time.monotonic()
             if progress is not None and now - last_progress >= 1.0:
                 progress(report.bytes_checked + position, total)
                 last_progress = now
     finally:
         os.close(fd)
+    if item.error is not None:  # reported here, so a gap after it is not reported again
+        report.damage.append(Damage(topic_id, file, item.position, item.error))
+        return None
     report.bytes_checked += size
     if progress is not None:
         progress(report.bytes_checked, total)
-    return expected
-
-
-def _resync(fd: int, start: int, size: int, expected: int) -> tuple[int, int]:
-    """The next sound frame at or after `start` whose offset is >= `expected`, or end of file."""
-    search = start + _MAGIC_AT
-    while search < size:
-        chunk = pread_exactly(fd, _SEARCH_CHUNK + 1, search)
-        found = chunk.find(_MAGIC_BYTES)
-        while found >= 0:
-            candidate = search + found - _MAGIC_AT
-            if candidate >= start and _sound_frame_at(fd, candidate, size, expected):
-                header = record.parse_header(pread_exactly(fd, record.HEADER_SIZE, candidate), 0)
-                return candidate, header.base_offset
-            found = chunk.find(_MAGIC_BYTES, found + 1)
-        search += _SEARCH_CHUNK
-    return size, expected
-
-
-def _sound_frame_at(fd: int, position: int, size: int, expected: int) -> bool:
-    try:
-        header = record.parse_header(pread_exactly(fd, record.HEADER_SIZE, position), 0)
-        if header.base_offset < expected or position + header.length > size:
-            return False
-        record.check_crc(pread_exactly(fd, header.length, position), 0, header)
-        return True
-    except FrameError:
-        return False
+    return item.next_offset
 
 
 def run(path: str, out: TextIO = sys.stdout) -> int:

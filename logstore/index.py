@@ -8,16 +8,20 @@ position of that frame, so any read is one B-tree lookup plus a scan of at most
 
     offsets: key >QQ (uid, offset)             value <QQQ (segment_base, position, timestamp)
     times:   key >QQQ (uid, timestamp, offset) value <QQ  (segment_base, position)
-    state:   b"session" -> b"<boot id> open|clean"
 
 Durability: commits do not fsync (`sync=False`), so an index update costs microseconds, not
 two fsyncs. That is safe because the index is only a cache of facts in the segments:
 
 - after a killed process the page cache still holds every commit, so the index is exact up
   to its last commit and recovery scans only the tail written after it;
-- after a power loss or OS crash (the boot id changed while the session was still "open")
-  nothing in the file can be trusted, so the whole index is dropped and rebuilt;
-- an environment that cannot be opened at all is deleted and rebuilt.
+- after a power loss or OS crash its file can hold any mix of old and new pages, and LMDB
+  may crash the process walking them. So the decision to trust it lives outside it, in the
+  synchronous metadata (`meta.IndexSession`): the store records "<boot id> open" there
+  before the index is written and "<boot id> clean" after it is synced at close. At open,
+  `distrust` names a reason to delete the index without ever mapping it: a session left
+  open by another (or an unknown) boot, or no record at all beside an existing index;
+- an environment that cannot be opened at all is deleted and rebuilt, and each topic
+  checks its last entry against the segments (see `topic`).
 
 Thread-safe: LMDB serialises write transactions; reads run in parallel.
 """
@@ -31,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import lmdb
+
+from .meta import IndexSession
 
 log = logging.getLogger("logstore.index")
 
@@ -50,69 +56,66 @@ class IndexEntry:
     timestamp: int
 
 
+UNKNOWN_BOOT = b"unknown"
+
+
 def boot_id() -> bytes:
+    """This boot's id; `UNKNOWN_BOOT` where the system does not tell (never proven equal)."""
     try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:
             return f.read().strip()
     except OSError:
-        return b"unknown"
+        return UNKNOWN_BOOT
+
+
+def distrust(session: IndexSession | None, exists: bool, boot: bytes) -> str | None:
+    """Why the index at open cannot be trusted (so is deleted unread), or None."""
+    if not exists:
+        return None
+    if session is None:
+        return "no record of how the index was last closed"
+    if not session.clean and (session.boot != boot or boot == UNKNOWN_BOOT):
+        return "the machine restarted while the store was open"
+    return None
 
 
 class OffsetIndex:
-    def __init__(self, path: str, *, readonly: bool = False):
+    def __init__(self, path: str, *, readonly: bool = False, discard: str | None = None):
+        """Open the index at `path`; with `discard` (a reason), delete it first, unread."""
         self.path = path
         self.readonly = readonly
-        self.rebuilt_reason: str | None = None
+        self.rebuilt_reason = discard
         if readonly:
             self._env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, readonly=True)
             self._offsets = self._env.open_db(b"offsets", create=False)
             self._times = self._env.open_db(b"times", create=False)
             return
-        self._env = self._open_writable(path)
-        try:
-            untrusted = self._start_session()
-        except lmdb.Error as exc:
-            untrusted = f"index at {path} is damaged ({exc})"
-        if untrusted:
-            # Not one page of it can be trusted, not even to walk while dropping it.
-            self.rebuilt_reason = untrusted
-            log.warning("%s: deleting it; topics rebuild their index from segments", untrusted)
-            self._env.close()
+        if discard:
+            log.warning(
+                "index at %s: %s: deleting it; topics rebuild it from segments", path, discard
+            )
             shutil.rmtree(path, ignore_errors=True)
-            self._env = self._open_writable(path)
-            self._start_session()
-
-    def _open_writable(self, path: str) -> lmdb.Environment:
         try:
-            return lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, sync=False, metasync=False)
+            self._env = self._open_writable(path)
         except lmdb.Error as exc:
             self.rebuilt_reason = f"index at {path} could not be opened ({exc})"
-            log.warning("%s: deleting it; topics rebuild their index from segments", exc)
+            log.warning("%s: deleting it; topics rebuild it from segments", self.rebuilt_reason)
             shutil.rmtree(path, ignore_errors=True)
-            return lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, sync=False, metasync=False)
+            self._env = self._open_writable(path)
 
-    def _start_session(self) -> str | None:
-        """Open the databases and mark the session open; why the index is untrusted, if so."""
-        self._offsets = self._env.open_db(b"offsets")
-        self._times = self._env.open_db(b"times")
-        self._state = self._env.open_db(b"state")
-        me = boot_id()
-        with self._env.begin(db=self._state) as txn:
-            previous = txn.get(b"session")
-        if previous is not None:
-            prev_boot, _, status = previous.rpartition(b" ")
-            if status == b"open" and prev_boot != me:
-                return "the machine restarted while the store was open"
-        with self._env.begin(write=True, db=self._state) as txn:
-            txn.put(b"session", me + b" open")
-        self._env.sync(True)
-        return None
+    def _open_writable(self, path: str) -> lmdb.Environment:
+        env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=4, sync=False, metasync=False)
+        try:
+            self._offsets = env.open_db(b"offsets")
+            self._times = env.open_db(b"times")
+        except lmdb.Error:
+            env.close()
+            raise
+        return env
 
     def close(self) -> None:
+        """Close; a writer first syncs every commit to disk (the caller then marks it clean)."""
         if not self.readonly:
-            self._env.sync(True)
-            with self._env.begin(write=True, db=self._state) as txn:
-                txn.put(b"session", boot_id() + b" clean")
             self._env.sync(True)
         self._env.close()
 

@@ -241,7 +241,10 @@ def read_frames(
     while frame_offset < stop and len(out) < limit and size - pos >= HEADER_SIZE:
         length, crc, base, ts, count, flags, magic = unpack(buf, pos)
         if base != frame_offset or magic != MAGIC or count < 1:
-            header = parse_header(buf, pos)  # raises with the precise reason, or:
+            try:
+                header = parse_header(buf, pos)  # raises with the precise reason, or:
+            except FrameError as exc:
+                raise FrameError(str(exc), pos) from None
             raise FrameError(f"frame has offset {header.base_offset}, expected {frame_offset}", pos)
         end = pos + length
         if end > size:

@@ -5,8 +5,16 @@ first message (`00000000000000000000.log`) and holding frames (see `record`) bac
 Only the newest segment is appended to; the others are sealed. Frames never span files.
 
 `scan` is the single place that walks frames from a position, checking framing, offset
-continuity and (optionally) CRCs; recovery, the index rebuild, `check` and the read-only
-follower all use it.
+continuity and (optionally) CRCs; recovery, the index rebuild, reads that meet damage,
+`check` and the read-only follower all use it. Its two modes:
+
+- strict: the first unsound frame ends the walk (`ScanStop` with the reason);
+- resync: an unsound frame starts a `DamagedRegion`, which ends at the next frame that is
+  sound (framing and CRC) and whose base offset continues the log; the walk goes on from
+  there. Only when nothing sound follows does the walk end with an error `ScanStop`, and
+  the caller decides whether that is a torn tail (the newest segment: cut it) or damage
+  running to the end of a sealed segment (kept). So one flipped bit, in a header or a
+  body, never makes the frames after it look like a torn tail.
 """
 
 from __future__ import annotations
@@ -48,6 +56,23 @@ class ScanStop:
     error: str | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class DamagedRegion:
+    """Bytes `[position, end)` of a segment that hold no sound frame: offsets
+    `[first_offset, next_offset)` are unreadable (`Corruption`); the log goes on at `end`."""
+
+    position: int
+    end: int
+    first_offset: int
+    next_offset: int
+    reason: str
+
+
+_MAGIC_BYTES = record.MAGIC.to_bytes(2, "little")
+_MAGIC_AT = record.HEADER_SIZE - 2
+_SEARCH_CHUNK = 1 << 20
+
+
 def pread_exactly(fd: int, size: int, position: int) -> bytes:
     """Up to `size` bytes at `position`; fewer only at end of file."""
     data = os.pread(fd, size, position)
@@ -65,13 +90,21 @@ def pread_exactly(fd: int, size: int, position: int) -> bytes:
 
 
 def scan(
-    fd: int, position: int, next_offset: int, *, verify: bool = True, end: int | None = None
-) -> Iterator[tuple[int, FrameHeader] | ScanStop]:
+    fd: int,
+    position: int,
+    next_offset: int,
+    *,
+    verify: bool = True,
+    end: int | None = None,
+    resync: bool = False,
+) -> Iterator[tuple[int, FrameHeader] | DamagedRegion | ScanStop]:
     """Yield `(position, header)` for each sound frame from `position`, then one `ScanStop`.
 
     A frame is sound when its header is well formed, its base offset continues the previous
     frame (`next_offset`), it lies wholly before `end` (default: end of file) and, with
-    `verify`, its CRC matches. The first unsound frame ends the scan with the reason.
+    `verify`, its CRC matches. Strict (default): the first unsound frame ends the scan with
+    the reason. With `resync`: an unsound frame followed by a sound one yields a
+    `DamagedRegion` and the scan goes on (see the module comment).
     """
     size = os.fstat(fd).st_size if end is None else end
     chunk = b""
@@ -98,12 +131,51 @@ def scan(
                     chunk_pos, rel = position, 0
                 record.check_crc(chunk, rel, header)
         except FrameError as exc:
-            yield ScanStop(position, next_offset, str(exc))
-            return
+            found = _next_sound_frame(fd, position + 1, size, next_offset) if resync else None
+            if found is None:
+                yield ScanStop(position, next_offset, str(exc))
+                return
+            yield DamagedRegion(position, found.position, next_offset, found.base_offset, str(exc))
+            position, next_offset, chunk = found.position, found.base_offset, b""
+            continue
         yield position, header
         position += header.length
         next_offset = header.next_offset
     yield ScanStop(position, next_offset)
+
+
+@dataclass(slots=True, frozen=True)
+class _Found:
+    position: int
+    base_offset: int
+
+
+def _next_sound_frame(fd: int, start: int, size: int, expected: int) -> _Found | None:
+    """The first sound frame at or after byte `start` whose offset is >= `expected`."""
+    search = start + _MAGIC_AT
+    while search < size:
+        chunk = pread_exactly(fd, min(_SEARCH_CHUNK + 1, size - search), search)
+        found = chunk.find(_MAGIC_BYTES)
+        while found >= 0:
+            candidate = search + found - _MAGIC_AT
+            base = _sound_frame_at(fd, candidate, size, expected)
+            if base is not None:
+                return _Found(candidate, base)
+            found = chunk.find(_MAGIC_BYTES, found + 1)
+        search += _SEARCH_CHUNK
+    return None
+
+
+def _sound_frame_at(fd: int, position: int, size: int, expected: int) -> int | None:
+    """The base offset of the frame at `position` if it is sound and continues `expected`."""
+    try:
+        header = record.parse_header(pread_exactly(fd, record.HEADER_SIZE, position), 0)
+        if header.base_offset < expected or position + header.length > size:
+            return None
+        record.check_crc(pread_exactly(fd, header.length, position), 0, header)
+    except FrameError:
+        return None
+    return header.base_offset
 
 
 def fsync_directory(path: str) -> None:

@@ -59,7 +59,7 @@ from .errors import (
     TopicNotFound,
 )
 from .handles import FileHandles
-from .index import OffsetIndex
+from .index import OffsetIndex, boot_id, distrust
 from .meta import MetaStore, TopicMeta
 from .record import Message, Record
 from .segment import create_segment, fsync_directory
@@ -160,8 +160,14 @@ class Store:
             raise StoreLocked(self.path) from None
         log.info("opening store %s (fsync=%s)", self.path, self.fsync)
         try:
-            self._meta = MetaStore(os.path.join(self.path, "meta"))
-            self._index = OffsetIndex(os.path.join(self.path, "index"))
+            self._meta = MetaStore(
+                os.path.join(self.path, "meta"), fresh_ok=not os.listdir(self._topics_dir)
+            )
+            index_path = os.path.join(self.path, "index")
+            me = boot_id()
+            why = distrust(self._meta.index_session(), os.path.isdir(index_path), me)
+            self._meta.record_index_session(me, clean=False)  # before any index write
+            self._index = OffsetIndex(index_path, discard=why)
             for name in ("meta", "index"):
                 fsync_directory(os.path.join(self.path, name))
             fsync_directory(self.path)
@@ -175,11 +181,16 @@ class Store:
         if not os.path.isdir(os.path.join(self.path, "meta")):
             raise InvalidArgument(f"{self.path} is not a logstore data directory")
         self._meta = MetaStore(os.path.join(self.path, "meta"), readonly=True)
+        index_path = os.path.join(self.path, "index")
+        self._index = None
+        why = distrust(self._meta.index_session(), os.path.isdir(index_path), boot_id())
+        if why:
+            log.warning("read-only store %s: not using the index (%s); scanning", self.path, why)
+            return
         try:
-            self._index = OffsetIndex(os.path.join(self.path, "index"), readonly=True)
+            self._index = OffsetIndex(index_path, readonly=True)
         except Exception as exc:  # any LMDB failure: read by scanning segments instead
             log.warning("read-only store %s: index unavailable (%s); scanning", self.path, exc)
-            self._index = None
 
     def _sweep_orphans(self) -> None:
         known = {m.uid for m in self._meta.topics().values()}
@@ -555,6 +566,8 @@ class Store:
         self._ctx.handles.close_all()
         if self._index is not None:
             self._index.close()
+            if not self.readonly:
+                self._meta.record_index_session(boot_id(), clean=True)
         self._meta.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -66,6 +66,7 @@ from .meta import TopicMeta
 from .record import FrameError, Message
 from .segment import (
     READ_CHUNK,
+    DamagedRegion,
     ScanStop,
     create_segment,
     fsync_directory,
@@ -120,6 +121,7 @@ class TopicLog:
         self._durable_pos = 0
         self._last_ts = 0
         self._pending: list[IndexEntry] = []
+        self._damage: dict[int, tuple[DamagedRegion, ...]] = {}  # by segment; replaced whole
         self._unsynced_sealed: list[str] = []  # fsync="never": rolled without a sync
         self._since_entry = 0
         self._dirty = False
@@ -212,44 +214,52 @@ class TopicLog:
         first = bases.index(resume.segment_base)
         position, next_offset, last_ts = resume.position, resume.offset, resume.timestamp
         entries: list[IndexEntry] = []
+        damage: dict[int, list[DamagedRegion]] = {}
         since = 0
-        kept = bases[: first + 1]
+        kept = bases[:first]
         for i in range(first, len(bases)):
             base = bases[i]
             if i > first:
-                if base != next_offset:
+                if base < next_offset:
                     self._remove_segments(
                         bases[i:],
-                        f"segment {segment_name(base)} does not "
-                        f"continue the log at offset {next_offset}",
+                        f"segment {segment_name(base)} starts at offset {base}, inside "
+                        f"the log before it (which ends at {next_offset})",
                     )
                     break
-                kept.append(base)
+                if base > next_offset:  # whole frames lost at the end of the previous one
+                    previous = self.segment_path(kept[-1])
+                    size = os.stat(previous).st_size
+                    self._keep_damage(
+                        damage,
+                        kept[-1],
+                        DamagedRegion(
+                            size, size, next_offset, base, f"offsets up to {base - 1} are missing"
+                        ),
+                    )
+                    next_offset = base
                 position = 0
+            kept.append(base)
             path = self.segment_path(base)
             last_segment = i == len(bases) - 1
             with self._ctx.handles.pinned(path) as fd:
-                for item in _frames(fd, position, next_offset, last_segment):
+                for item in scan(fd, position, next_offset, resync=True):
+                    if from_index and not isinstance(item, tuple):
+                        break
+                    from_index = False
                     if isinstance(item, ScanStop):
                         break
-                    pos, header, damage = item
-                    from_index = False
-                    if damage is not None:
-                        log.error(
-                            "topic %r: corrupt frame in %s at byte %d (%s); keeping it and "
-                            "the log after it",
-                            self.topic_id,
-                            path,
-                            pos,
-                            damage,
-                        )
+                    if isinstance(item, DamagedRegion):
+                        self._keep_damage(damage, base, item)
+                        since = INTERVAL_BYTES  # index the sound frame after it
+                        continue
+                    pos, header = item
                     if pos == 0 or since >= INTERVAL_BYTES:
-                        ts = last_ts if damage else header.timestamp  # its own may be the flip
-                        entries.append(IndexEntry(header.base_offset, base, pos, ts))
+                        entries.append(IndexEntry(header.base_offset, base, pos, header.timestamp))
                         since = 0
                     since += header.length
-                    if damage is None:
-                        last_ts = header.timestamp
+                    last_ts = header.timestamp
+                size = os.fstat(fd).st_size
             if from_index:
                 self._drop_index(
                     f"its last index entry (offset {resume.offset}) points at no "
@@ -257,11 +267,41 @@ class TopicLog:
                 )
                 return None
             position, next_offset = item.position, item.next_offset
-            if item.error is not None:
-                self._cut(path, item.position, item.error)
-                self._remove_segments(bases[i + 1 :], "it follows a torn tail")
+            if item.error is None:
+                continue
+            following = None if last_segment else bases[i + 1]
+            if following is not None and following > next_offset:
+                # Damage up to the end of a sealed segment, and the log goes on after it.
+                self._keep_damage(
+                    damage,
+                    base,
+                    DamagedRegion(position, size, next_offset, following, item.error),
+                )
+                position, next_offset = size, following
+                continue
+            self._cut(path, position, item.error)
+            if following is not None and following < next_offset:
+                self._remove_segments(bases[i + 1 :], "the log before it ends inside it")
                 break
+        self._damage = {b: tuple(regions) for b, regions in damage.items()}
         return kept, next_offset, position, last_ts, entries
+
+    def _keep_damage(self, damage: dict, base: int, region: DamagedRegion) -> None:
+        self._log_damage(base, region)
+        damage.setdefault(base, []).append(region)
+
+    def _log_damage(self, base: int, region: DamagedRegion) -> None:
+        log.error(
+            "topic %r: damaged bytes %d..%d in %s (%s): offsets %d to %d are unreadable; "
+            "keeping them and the log after them",
+            self.topic_id,
+            region.position,
+            region.end,
+            self.segment_path(base),
+            region.reason,
+            region.first_offset,
+            region.next_offset - 1,
+        )
 
     def _cut(self, path: str, position: int, reason: str) -> None:
         size = os.stat(path).st_size
@@ -532,7 +572,11 @@ class TopicLog:
     # ----------------------------------------------------------------- reads
 
     def read(self, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
-        """Up to `max_messages` visible messages from `offset` (at least one if any)."""
+        """Up to `max_messages` visible messages from `offset` (at least one if any).
+
+        A read that reaches damaged bytes returns the messages before them, or raises
+        `Corruption` when they hold `offset` itself; it steps over damage it has no need of.
+        """
         self._check_open()
         visible = self.visible.value  # first: segments read after it cover every offset below
         segments = self._segments
@@ -544,20 +588,21 @@ class TopicLog:
         i, position, frame_offset = self._locate(segments, offset)
         budget = [max_bytes if max_bytes is not None else -1]
         while True:
-            path = self.segment_path(segments[i])
+            base = segments[i]
+            path = self.segment_path(base)
+            start = _ReadStart(position, frame_offset, offset, len(out), budget[0])
             try:
                 with self._ctx.handles.pinned(path) as fd:
-                    offset, done = self._read_segment(
-                        fd,
-                        path,
-                        position,
-                        frame_offset,
-                        offset,
-                        visible,
-                        out,
-                        max_messages,
-                        budget,
-                    )
+                    while True:
+                        try:
+                            offset, done = self._read_segment(
+                                fd, path, base, start, visible, out, max_messages, budget
+                            )
+                            break
+                        except FrameError as exc:  # damage not met before: learn it, retry
+                            self._learn_damage(fd, path, base, start, exc.position or 0)
+                            del out[start.had :]
+                            budget[0] = start.budget
             except FileNotFoundError:
                 self._check_open()
                 raise OffsetOutOfRange(
@@ -568,13 +613,24 @@ class TopicLog:
                 return out
             position, frame_offset = 0, segments[i]
 
-    def _read_segment(
-        self, fd, path, position, frame_offset, offset, visible, out, limit, budget
-    ) -> tuple[int, bool]:
-        """Read on in one segment; (next offset, done). Not done = its end was reached."""
+    def _read_segment(self, fd, path, base, start, visible, out, limit, budget) -> tuple[int, bool]:
+        """Read on in one segment; (next offset, done). Not done = its end was reached.
+
+        Raises `FrameError` (with the absolute position) at damage it does not know yet."""
+        position, frame_offset, offset = start.position, start.frame_offset, start.offset
+        regions = self._damage.get(base, ())
         want = min(READ_CHUNK, 8192 + 512 * limit)
         while frame_offset < visible and len(out) < limit:
-            chunk = pread_exactly(fd, want, position)
+            region = next((r for r in regions if r.position >= position), None)
+            if region is not None and region.position == position:
+                if offset < region.next_offset:
+                    if out:
+                        return offset, True
+                    raise Corruption(path, region.position, region.reason)
+                position, frame_offset = region.end, region.next_offset
+                continue
+            size = want if region is None else min(want, region.position - position)
+            chunk = pread_exactly(fd, size, position)
             if not chunk:
                 return offset, False
             had = len(out)
@@ -583,7 +639,7 @@ class TopicLog:
                     chunk, 0, frame_offset, offset, visible, limit, out
                 )
             except FrameError as exc:
-                raise Corruption(path, position + (exc.position or 0), str(exc)) from None
+                raise FrameError(str(exc), position + (exc.position or 0)) from None
             if len(out) > had:
                 if budget[0] >= 0:
                     kept = _within_budget(out[had:], budget, bool(had))
@@ -592,14 +648,43 @@ class TopicLog:
                         return out[-1].offset + 1, True
                 offset = out[-1].offset + 1
             elif used == 0:  # the next frame is larger than what was read
-                if len(chunk) < want:
-                    raise Corruption(path, position, "the segment ends inside a frame")
-                want = record.parse_header(chunk, 0).length
+                length = record.parse_header(chunk, 0).length
+                if len(chunk) < want or position + length > os.fstat(fd).st_size:
+                    raise FrameError("the segment ends inside a frame", position)
+                want = length
             position += used
         return offset, True
 
+    def _learn_damage(self, fd: int, path: str, base: int, start: _ReadStart, at: int) -> None:
+        """Walk from `start` past byte `at`, where a read failed (and on to the first damage
+        if `at` was too early), and keep the damage found.
+
+        Raises `Corruption` when the walk finds none there (so a read never loops)."""
+        with self._io_lock:  # one learner at a time; the regions are replaced, not mutated
+            known = self._damage.get(base, ())
+            found = []
+            for item in scan(fd, start.position, start.frame_offset, resync=True):
+                if isinstance(item, ScanStop):
+                    break
+                if isinstance(item, DamagedRegion):
+                    if item not in known:
+                        found.append(item)
+                elif item[0] > at and found:
+                    break
+            if not found:
+                raise Corruption(path, at, "a frame fails its checks where a read met it")
+            for region in found:
+                self._log_damage(base, region)
+            self._add_damage(base, found)
+
+    def _add_damage(self, base: int, found: list[DamagedRegion]) -> None:
+        """Merge regions into the damage map (replaced whole: readers iterate it unlocked)."""
+        regions = tuple(sorted({*self._damage.get(base, ()), *found}, key=_region_position))
+        self._damage = {**self._damage, base: regions}
+
     def _locate(self, segments: tuple[int, ...], offset: int) -> tuple[int, int, int]:
-        """(segment index, byte position, frame offset) of a frame at or before `offset`."""
+        """(segment index, byte position, frame offset) of a frame at or before `offset`,
+        past any known damage below `offset`."""
         i = bisect_right(segments, offset) - 1
         entry = None
         pending = self._pending
@@ -611,8 +696,13 @@ class TopicLog:
             except lmdb.Error:
                 self._check_open()  # closed under us: StoreClosed, else just scan
         if entry is not None and entry.segment_base == segments[i]:
-            return i, entry.position, entry.offset
-        return i, 0, segments[i]
+            position, frame_offset = entry.position, entry.offset
+        else:
+            position, frame_offset = 0, segments[i]
+        for region in self._damage.get(segments[i], ()):
+            if region.position >= position and region.next_offset <= offset:
+                position, frame_offset = region.end, region.next_offset
+        return i, position, frame_offset
 
     def offset_for_time(self, timestamp: int) -> int:
         """The first visible offset whose timestamp is >= `timestamp` (end offset if none)."""
@@ -640,9 +730,11 @@ class TopicLog:
             path = self.segment_path(segments[i])
             try:
                 with self._ctx.handles.pinned(path) as fd:
-                    for item in scan(fd, position, frame_offset, verify=False):
+                    for item in scan(fd, position, frame_offset, verify=False, resync=True):
                         if isinstance(item, ScanStop):
                             break
+                        if isinstance(item, DamagedRegion):
+                            continue
                         _, header = item
                         if header.base_offset >= visible:
                             return visible
@@ -761,11 +853,14 @@ class TopicLog:
                 path = self.segment_path(known[-1])
                 try:
                     with self._ctx.handles.pinned(path) as fd:
-                        for item in _frames(fd, position, self._end, not newer):
+                        for item in scan(fd, position, self._end, resync=True):
                             if isinstance(item, ScanStop):
                                 break
-                            if item[2] is None:
+                            if isinstance(item, tuple):
                                 self._last_ts = item[1].timestamp
+                            elif item not in self._damage.get(known[-1], ()):
+                                self._log_damage(known[-1], item)
+                                self._add_damage(known[-1], [item])
                     position, self._end = item.position, item.next_offset
                 except FileNotFoundError:
                     return
@@ -778,48 +873,6 @@ class TopicLog:
             self._active_path = self.segment_path(known[-1])
             self._active_size = position
             self.visible.advance(self._end)
-
-
-def _frames(fd: int, position: int, next_offset: int, last_segment: bool):
-    """`segment.scan`, stepping over mid-log damage (see `_damaged_frame`).
-
-    Yields `(position, header, damage)` per frame, `damage` being None for a sound one and
-    the reason for a kept damaged one, then the `ScanStop` where the walk ended."""
-    while True:
-        for item in scan(fd, position, next_offset):
-            if isinstance(item, ScanStop):
-                break
-            yield (*item, None)
-        damaged = item.error and _damaged_frame(fd, item, last_segment)
-        if not damaged:
-            yield item
-            return
-        yield item.position, damaged, item.error
-        position, next_offset = item.position + damaged.length, damaged.next_offset
-
-
-def _damaged_frame(fd: int, stop: ScanStop, last_segment: bool) -> record.FrameHeader | None:
-    """The header of the frame `stop` failed on, if that frame is mid-log damage to keep.
-
-    It is when only its body is bad (its header is sound and continues the offsets) and the
-    log demonstrably goes on after it: a sound next frame, or the next segment. Otherwise the
-    frame is the torn tail of an interrupted write, which recovery cuts."""
-    size = os.fstat(fd).st_size
-    try:
-        header = record.parse_header(pread_exactly(fd, record.HEADER_SIZE, stop.position), 0)
-        end = stop.position + header.length
-        if header.base_offset != stop.next_offset or end > size:
-            return None
-        if end == size:
-            return None if last_segment else header
-        following = pread_exactly(fd, record.HEADER_SIZE, end)
-        after = record.parse_header(following, 0)
-        if after.base_offset != header.next_offset or end + after.length > size:
-            return None
-        record.check_crc(pread_exactly(fd, after.length, end), 0, after)
-    except FrameError:
-        return None
-    return header
 
 
 class _Batch:
@@ -841,6 +894,21 @@ class _Batch:
         if self.done is not None:
             self.done.set()
             self.heir.set()
+
+
+@dataclass(slots=True, frozen=True)
+class _ReadStart:
+    """Where a read of one segment began: it restarts there after learning of damage."""
+
+    position: int
+    frame_offset: int
+    offset: int
+    had: int
+    budget: int
+
+
+def _region_position(region: DamagedRegion) -> int:
+    return region.position
 
 
 def _entry_offset(entry: IndexEntry) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 import lmdb
 import pytest
@@ -16,6 +18,7 @@ from logstore import Corruption, Store
 from logstore import record as rec
 from logstore.check import check_store
 from logstore.index import boot_id
+from logstore.meta import IndexSession, MetaStore
 
 
 def segments_of(data_dir, topic="t"):
@@ -88,8 +91,10 @@ def test_flipped_bit_in_an_old_segment_raises_corruption_and_check_finds_it(tmp_
         f.seek(value_of_m2)
         f.write(bytes([byte[0] ^ 0x10]))
     with Store(tmp_path) as store:
+        # A read stops before the damage; one that starts at it raises.
+        assert [m.value for m in store.read("t", 0, max_messages=1000)] == [b"m0", b"m1"]
         with pytest.raises(Corruption) as err:
-            store.read("t", 0, max_messages=1000)
+            store.read("t", 2, max_messages=1000)
         assert (err.value.file, err.value.position) == (first, 2 * 38)
         assert "CRC" in str(err.value)
         end = store.topic("t").end_offset
@@ -150,19 +155,82 @@ def test_index_ahead_of_the_segments_is_dropped_and_rebuilt(tmp_path):
         assert store.write("t", b"next") == end
 
 
+def index_session(data_dir):
+    meta = MetaStore(str(data_dir / "meta"))
+    try:
+        return meta.index_session()
+    finally:
+        meta.close()
+
+
+def leave_index_open(data_dir, boot=b"some-earlier-boot"):
+    """What a crash leaves: the index session recorded open (by another boot: power loss)."""
+    meta = MetaStore(str(data_dir / "meta"))
+    meta.record_index_session(boot, clean=False)
+    meta.close()
+
+
 def test_index_left_open_by_another_boot_is_rebuilt(tmp_path):
     fill(tmp_path, count=100)
-    env = lmdb.open(str(tmp_path / "index"), max_dbs=4)
-    with env.begin(write=True, db=env.open_db(b"state")) as txn:
-        txn.put(b"session", b"some-earlier-boot open")
-    env.close()
+    leave_index_open(tmp_path)
     with Store(tmp_path) as store:
         assert store.stats.index_rebuilds == 1
         assert values(store) == [b"m%d" % i for i in range(100)]
-    env = lmdb.open(str(tmp_path / "index"), max_dbs=4)
-    with env.begin(db=env.open_db(b"state")) as txn:
-        assert txn.get(b"session") == boot_id() + b" clean"
+    assert index_session(tmp_path) == IndexSession(boot_id(), clean=True)
+
+
+def test_index_left_open_by_another_boot_is_deleted_without_being_mapped(tmp_path):
+    """After a power loss the index file can hold any mix of pages, and LMDB may crash the
+    process walking them: it must be deleted unread. Garbage in every page (meta pages
+    included) would crash or fail an open that mapped it."""
+    fill(tmp_path, count=100)
+    leave_index_open(tmp_path)
+    data = tmp_path / "index" / "data.mdb"
+    data.write_bytes(os.urandom(os.path.getsize(data)))
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, logstore; logstore.Store(sys.argv[1]).close()",
+            tmp_path,
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr.decode()
+    assert b"restarted while the store was open" in probe.stderr
+    with Store(tmp_path) as store:
+        assert values(store) == [b"m%d" % i for i in range(100)]
+        assert store.stats.index_rebuilds == 0  # the previous open rebuilt it, closed clean
+
+
+def test_index_with_no_recorded_session_is_rebuilt(tmp_path):
+    """A store written by a version that kept the marker inside the index: not proven."""
+    fill(tmp_path, count=50)
+    env = lmdb.open(str(tmp_path / "meta"), max_dbs=16)
+    with env.begin(write=True, db=env.open_db(b"state")) as txn:
+        txn.delete(b"index")
     env.close()
+    with Store(tmp_path) as store:
+        assert store.stats.index_rebuilds == 1
+        assert values(store) == [b"m%d" % i for i in range(50)]
+
+
+def test_killed_writer_keeps_its_index_in_the_same_boot(tmp_path):
+    fill(tmp_path, count=50)
+    leave_index_open(tmp_path, boot_id())  # what SIGKILL leaves
+    with Store(tmp_path) as store:
+        assert store.stats.index_rebuilds == 0
+        assert values(store) == [b"m%d" % i for i in range(50)]
+
+
+def test_read_only_store_does_not_map_an_index_left_open_by_another_boot(tmp_path):
+    fill(tmp_path, count=30)
+    leave_index_open(tmp_path)
+    data = tmp_path / "index" / "data.mdb"
+    data.write_bytes(os.urandom(os.path.getsize(data)))
+    with Store(tmp_path, readonly=True) as store:
+        assert values(store) == [b"m%d" % i for i in range(30)]
 
 
 def test_unreadable_index_environment_is_recreated(tmp_path):
@@ -228,17 +296,29 @@ def test_interrupted_roll_leaves_a_usable_empty_segment(tmp_path):
         assert values(store) == [b"m%d" % i for i in range(11)]
 
 
-def test_segment_after_a_lost_tail_is_removed_so_offsets_have_no_gap(tmp_path):
+def test_lost_tail_of_a_sealed_segment_is_kept_as_damage_and_later_segments_stay(tmp_path):
+    """A sealed segment that lost its last bytes (fsync="never", or a bad disk) is followed by
+    a segment that continues the log: the lost offsets are damage, not a torn tail, so the
+    segments after them and every message in them stay."""
     fill(tmp_path, count=400, segment_bytes=4096)
     segs = segments_of(tmp_path)
     assert len(segs) >= 3
     os.truncate(segs[1], os.path.getsize(segs[1]) - 3)
     shutil.rmtree(tmp_path / "index")
+    third = int(os.path.basename(segs[2]).split(".")[0])
     with Store(tmp_path) as store:
-        end = store.topic("t").end_offset
-        assert values(store) == [b"m%d" % i for i in range(end)]
-        assert store.topic("t").segments == 2
-        assert store.write("t", b"next") == end
+        assert store.topic("t").end_offset == 400
+        assert store.topic("t").segments == len(segs)
+        assert store.stats.truncations == 0
+        with pytest.raises(Corruption) as err:
+            store.read("t", third - 1)
+        assert err.value.file == segs[1]
+        before = store.read("t", 0, max_messages=1000)
+        assert [m.value for m in before] == [b"m%d" % i for i in range(third - 1)]
+        after = store.read("t", third, max_messages=1000)
+        assert [m.value for m in after] == [b"m%d" % i for i in range(third, 400)]
+        assert store.write("t", b"next") == 400
+    assert [d.file for d in check_store(str(tmp_path)).damage] == [segs[1]]
 
 
 def test_torn_frame_followed_by_zeros_is_cut_not_kept_as_damage(tmp_path):

@@ -35,6 +35,7 @@ from logstore import (
 )
 from logstore.handles import FileHandles
 from logstore.index import boot_id
+from logstore.meta import MetaStore
 
 # --------------------------------------------------------------------------- helpers
 
@@ -54,10 +55,9 @@ def flip_bit(path, position, bit=0x10):
 
 def leave_index_open_by_another_boot(data_dir):
     """What a power loss leaves: the index session still "open", from an earlier boot."""
-    env = lmdb.open(str(data_dir / "index"), max_dbs=4)
-    with env.begin(write=True, db=env.open_db(b"state")) as txn:
-        txn.put(b"session", b"some-earlier-boot open")
-    env.close()
+    meta = MetaStore(str(data_dir / "meta"))
+    meta.record_index_session(b"some-earlier-boot", clean=False)
+    meta.close()
     assert boot_id() != b"some-earlier-boot"
 
 
