@@ -10,6 +10,7 @@ Everything public is importable from here; modules below are internals.
 """
 
 from . import errors
+from .config import DEFAULT_SEGMENT_BYTES, MAX_BATCH_MESSAGES, NAME_PATTERN, check_name
 from .errors import (
     Corruption,
     InvalidArgument,
@@ -27,11 +28,13 @@ from .errors import (
     TopicExists,
     TopicNotFound,
 )
-from .record import Message, Record
-from .store import Store, TopicInfo
-from .subscriptions import Delivery, SubscriptionInfo
+from .store import Store
+from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
 
 __all__ = [
+    "DEFAULT_SEGMENT_BYTES",
+    "MAX_BATCH_MESSAGES",
+    "NAME_PATTERN",
     "Corruption",
     "Delivery",
     "InvalidArgument",
@@ -53,5 +56,6 @@ __all__ = [
     "TopicExists",
     "TopicInfo",
     "TopicNotFound",
+    "check_name",
     "errors",
 ]

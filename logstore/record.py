@@ -28,11 +28,12 @@ import itertools
 import json
 import struct
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import crcmod.predefined
+
+from .types import NO_HEADERS, Message, Record
 
 HEADER = struct.Struct("<IIQQIHH")
 _LENGTH_CRC = struct.Struct("<II")
@@ -46,28 +47,6 @@ MAX_FRAME_BYTES = 2**31
 crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
 CRC_IS_NATIVE: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))
 """False when crcmod runs its pure-Python fallback (about 40x slower)."""
-
-NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-
-
-@dataclass(slots=True)
-class Message:
-    """A stored message, as read back."""
-
-    offset: int
-    timestamp: int
-    key: bytes | None
-    headers: Mapping[str, str]
-    value: bytes
-
-
-@dataclass(slots=True)
-class Record:
-    """A message to write, when it needs a key or headers (plain `bytes` otherwise)."""
-
-    value: bytes
-    key: bytes | None = None
-    headers: Mapping[str, str] | None = None
 
 
 class FrameTooLarge(ValueError):

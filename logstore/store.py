@@ -33,7 +33,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from . import record
@@ -61,28 +60,14 @@ from .errors import (
 from .handles import FileHandles
 from .index import OffsetIndex, boot_id, distrust
 from .meta import MetaStore, TopicMeta
-from .record import Message, Record
 from .segment import create_segment, fsync_directory
-from .subscriptions import Delivery, SubscriptionInfo, Subscriptions
+from .subscriptions import Subscriptions
 from .topic import LogContext, TopicLog, now_ms
+from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
 
 log = logging.getLogger("logstore.store")
 
 _READONLY_POLL_SECONDS = 0.01
-
-
-@dataclass(slots=True, frozen=True)
-class TopicInfo:
-    id: str
-    name: str
-    start_offset: int
-    end_offset: int
-    size_bytes: int
-    segments: int
-    created_at: int
-    retention_ms: int | None
-    retention_bytes: int | None
-    segment_bytes: int
 
 
 class Store:
@@ -507,7 +492,9 @@ class Store:
         self._check_writable()
         return await self._subs.poll_async(topic_id, name, max_messages, wait)
 
-    def ack(self, topic_id: str, name: str, offsets: Iterable[int]) -> SubscriptionInfo:
+    def ack(self, topic_id: str, name: str, offsets: Iterable[int | str]) -> SubscriptionInfo:
+        """Acknowledge offsets or lease tokens (`Delivery.lease`). A token of an expired or
+        replaced lease still acknowledges its offset."""
         self._check_writable()
         return self._subs.ack(topic_id, name, offsets)
 
@@ -516,8 +503,9 @@ class Store:
         self._check_writable()
         return self._subs.commit(topic_id, name, up_to)
 
-    def nack(self, topic_id: str, name: str, offsets: Iterable[int]) -> SubscriptionInfo:
-        """End these leases now, so the messages are delivered again."""
+    def nack(self, topic_id: str, name: str, offsets: Iterable[int | str]) -> SubscriptionInfo:
+        """End these leases now, so the messages are delivered again. An offset ends its
+        current lease; a token of an expired or replaced lease is ignored."""
         self._check_writable()
         return self._subs.nack(topic_id, name, offsets)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import struct
 import threading
+import time
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
@@ -105,7 +106,7 @@ class SubscriptionState:
         self.cursor = floor
         self.leases: dict[int, int] = {}  # offset -> grant number
         self.grants: deque[tuple[float, int, range | list[int]]] = deque()
-        self.last_grant = 0
+        self.last_grant = time.time_ns() // 1000  # grants (in lease tokens) never repeat
         self.ready: set[int] = set()  # to deliver again (nacked or expired)
         self.ready_heap: list[int] = []  # the same, lowest first; may hold stale entries
         self.counts: dict[int, int] = {}  # deliveries so far, where not 1

@@ -57,7 +57,6 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -74,9 +73,9 @@ from .errors import (
     SubscriptionNotFound,
     TopicNotFound,
 )
-from .record import Message, Record
 from .subscription_state import SubscriptionState, decode_acks, runs_of, state_key
 from .topic import TopicLog, now_ms
+from .types import Delivery, Grant, Message, Record, SubscriptionInfo
 from .waiting import Watermark
 
 if TYPE_CHECKING:
@@ -93,49 +92,6 @@ DEAD_LETTER_HEADERS = (
     "x-logstore-subscription",
     "x-logstore-delivery-count",
 )
-
-
-@dataclass(slots=True, frozen=True)
-class SubscriptionInfo:
-    topic: str
-    name: str
-    ack_floor: int
-    pending: int
-    lag: int
-    ack_wait: float
-    max_deliveries: int | None
-    dead_letter_topic: str | None
-    created_at: int
-
-
-class Delivery(Message):
-    """A leased message: a `Message` plus `delivery_count` (1 on its first delivery).
-
-    A poll turns the `Message` objects it has just read (fresh ones, shared with no one)
-    into deliveries by setting their class, which adds no slot: no copy, no wrapper, on
-    the path every delivered message takes. Later deliveries are `_Redelivery` objects,
-    which carry their own count.
-    """
-
-    __slots__ = ()
-    delivery_count: int = 1
-
-    def __repr__(self) -> str:
-        return (
-            f"Delivery(offset={self.offset}, delivery_count={self.delivery_count}, "
-            f"timestamp={self.timestamp}, key={self.key!r}, headers={dict(self.headers)!r}, "
-            f"value={self.value!r})"
-        )
-
-
-class _Redelivery(Delivery):
-    __slots__ = ("delivery_count",)
-
-    def __init__(self, message: Message, delivery_count: int):
-        super().__init__(
-            message.offset, message.timestamp, message.key, message.headers, message.value
-        )
-        self.delivery_count = delivery_count
 
 
 class _Group:
@@ -409,20 +365,19 @@ class Subscriptions:
             again = sub.take_ready(limit) if sub.ready else []
             fresh = sub.take_new(limit - len(again), topic.end_offset)
             grant = sub.lease(now, again, fresh)
-            counts = [sub.counts[o] for o in again]
+            counts = {o: sub.counts[o] for o in again}
             lease_deadline = sub.next_deadline()
         if dead_lettered:
             self._persist(sub, wait=self._sync)
         try:
             out: list[Delivery] = []
-            if again:
-                count_of = dict(zip(again, counts, strict=True))
-                out += [_Redelivery(m, count_of[m.offset]) for m in _read_offsets(topic, again)]
-            if fresh:
-                messages = _read_offsets(topic, fresh)
-                for m in messages:
-                    m.__class__ = Delivery
-                out += messages
+            for offsets, leased in ((again, Grant(grant, counts)), (fresh, Grant(grant))):
+                if offsets:
+                    messages = _read_offsets(topic, offsets)
+                    for m in messages:  # fresh objects, shared with no one: no copy
+                        m.__class__ = Delivery
+                        m._grant = leased
+                    out += messages
         except BaseException:
             with sub.lock:
                 sub.unlease(grant, [*again, *fresh])
@@ -470,10 +425,11 @@ class Subscriptions:
 
     # ------------------------------------------------------- acknowledgement
 
-    def ack(self, topic_id: str, name: str, offsets: Iterable[int]) -> SubscriptionInfo:
-        """Acknowledge these offsets (leased or not); durable per the store's fsync policy."""
+    def ack(self, topic_id: str, name: str, items: Iterable[int | str]) -> SubscriptionInfo:
+        """Acknowledge these offsets or lease tokens (leased or not: a token of an expired or
+        replaced lease acknowledges its offset); durable per the store's fsync policy."""
         topic, _, sub = self._resolve(topic_id, name)
-        sorted_offsets = _check_offsets(topic, offsets)
+        sorted_offsets = sorted({o for o, _ in _check_items(topic, items)})
         with sub.lock:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
@@ -502,15 +458,18 @@ class Subscriptions:
         self._persist(sub, wait=self._sync)
         return info
 
-    def nack(self, topic_id: str, name: str, offsets: Iterable[int]) -> SubscriptionInfo:
-        """End these leases now: the messages are delivered again on the next poll."""
+    def nack(self, topic_id: str, name: str, items: Iterable[int | str]) -> SubscriptionInfo:
+        """End these leases now: the messages are delivered again on the next poll. An offset
+        ends its current lease; a token of an expired or replaced lease has no effect."""
         topic, group, sub = self._resolve(topic_id, name)
-        sorted_offsets = _check_offsets(topic, offsets)
+        checked = _check_items(topic, items)
         with sub.lock:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
-            for o in sorted_offsets:
-                if sub.leases.pop(o, None) is not None:
+            for o, grant in checked:
+                current = sub.leases.get(o)
+                if current is not None and grant in (None, current):
+                    del sub.leases[o]
                     sub.requeue(o)
             info = self._info_locked(topic, sub)
         group.bump()
@@ -737,23 +696,32 @@ def _position(topic_id: str, topic: TopicLog, value: object, what: str) -> int:
     return value
 
 
-def _check_offsets(topic: TopicLog, offsets: Iterable[int]) -> list[int]:
-    """The offsets, sorted and unique; each must be an int below the topic's end offset."""
-    if isinstance(offsets, int | str | bytes):
-        raise InvalidArgument(f"offsets must be an iterable of ints, not {offsets!r}")
-    unique = set(offsets)
-    if not unique:
-        return []
-    if set(map(type, unique)) != {int}:
-        bad = next(o for o in unique if type(o) is not int)
-        raise InvalidArgument(f"offsets must be ints, not {bad!r}")
-    ordered = sorted(unique)
-    if ordered[0] < 0:
-        raise InvalidArgument(f"offsets must not be negative, not {ordered[0]}")
+def _check_items(topic: TopicLog, items: Iterable[int | str]) -> list[tuple[int, int | None]]:
+    """(offset, grant) for each offset (grant None) or lease token; each offset must be
+    below the topic's end offset."""
+    if isinstance(items, int | str | bytes):
+        raise InvalidArgument(f"offsets must be an iterable of ints or lease tokens, not {items!r}")
+    checked = [_parse_item(item) for item in items]
+    if not checked:
+        return checked
+    highest = max(o for o, _ in checked)
     end = topic.end_offset
-    if ordered[-1] >= end:
-        raise OffsetOutOfRange(topic.topic_id, ordered[-1], topic.start_offset, end)
-    return ordered
+    if highest >= end:
+        raise OffsetOutOfRange(topic.topic_id, highest, topic.start_offset, end)
+    return checked
+
+
+def _parse_item(item: object) -> tuple[int, int | None]:
+    if type(item) is int:
+        if item < 0:
+            raise InvalidArgument(f"offsets must not be negative, not {item}")
+        return item, None
+    if isinstance(item, str):
+        offset, _, grant = item.partition("-")
+        if offset.isdigit() and grant.isdigit():
+            return int(offset), int(grant)
+        raise InvalidArgument(f"{item!r} is not a lease token (tokens come with deliveries)")
+    raise InvalidArgument(f"offsets must be ints or lease tokens, not {item!r}")
 
 
 def _dead_letter_record(sub: SubscriptionState, message: Message) -> Record:

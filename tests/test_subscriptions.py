@@ -572,3 +572,50 @@ def test_acks_of_records_with_keys_and_headers_round_trip(store):
     assert (first.key, dict(first.headers), first.value) == (b"k", {"a": "b"}, b"v")
     assert (second.key, second.value, second.offset) == (None, b"plain", 1)
     assert isinstance(first, Message) and "delivery_count=1" in repr(first)
+
+
+# --------------------------------------------------------------- lease tokens
+
+
+def test_ack_and_nack_by_lease_token(store):
+    fill(store, 4)
+    store.subscribe("t", "s", ack_wait=30)
+    first = store.poll("t", "s", max_messages=2)
+    leases = [d.lease for d in first]
+    assert all(isinstance(t, str) for t in leases) and len(set(leases)) == 2
+    store.ack("t", "s", [leases[0]])
+    store.nack("t", "s", [leases[1]])
+    again = store.poll("t", "s", max_messages=10)
+    assert offsets(again) == [1, 2, 3]
+    assert again[0].delivery_count == 2 and again[0].lease != leases[1]
+    store.ack("t", "s", [d.lease for d in again])
+    info = store.subscription("t", "s")
+    assert (info.ack_floor, info.pending, info.lag) == (4, 0, 0)
+
+
+def test_token_of_an_expired_lease_acks_its_offset_but_cannot_nack_the_new_lease(store):
+    fill(store, 1)
+    store.subscribe("t", "s", ack_wait=0.05)
+    [old] = store.poll("t", "s")
+    time.sleep(0.1)
+    [new] = store.poll("t", "s")  # the expired lease was replaced by a new one
+    assert (new.offset, new.delivery_count) == (0, 2) and new.lease != old.lease
+    store.nack("t", "s", [old.lease])  # no effect: it is not the current lease
+    assert store.subscription("t", "s").pending == 1
+    store.ack("t", "s", [old.lease])  # documented: acknowledges the offset all the same
+    info = store.subscription("t", "s")
+    assert (info.ack_floor, info.pending) == (1, 0)
+
+
+def test_mixed_offsets_and_tokens_and_bad_tokens(store):
+    fill(store, 3)
+    store.subscribe("t", "s")
+    deliveries = store.poll("t", "s")
+    store.ack("t", "s", [0, deliveries[1].lease])
+    assert store.subscription("t", "s").ack_floor == 2
+    for bad in ["", "x-1", "1-", "1.5", "-1-2"]:
+        with pytest.raises(InvalidArgument):
+            store.ack("t", "s", [bad])
+    with pytest.raises(OffsetOutOfRange):
+        store.ack("t", "s", ["99-1"])
+    assert store.subscription("t", "s").ack_floor == 2
