@@ -129,19 +129,19 @@ def test_ack_state_stays_bounded_after_ten_million_acks(benchmark, capsys, tmp_p
         for _ in range(STATE_ACKS // 10_000):
             s.write_many("big", [b""] * 10_000)
         s.subscribe("big", "s")
-        env = s._meta.env
-        s._subs.maintain()  # the maintenance thread's commit, run now for a clean baseline
+        env = s._engine._meta.env
+        s._engine._subs.maintain()  # the maintenance thread's commit, run now for a clean baseline
         before = _lmdb_bytes(env)
 
         def ack_everything():
             for first in range(0, STATE_ACKS, STATE_CALL):
                 s.ack("big", "s", range(first, first + STATE_CALL))
                 if (first + STATE_CALL) % STATE_FLUSH_EVERY == 0:
-                    s._subs.maintain()
+                    s._engine._subs.maintain()
 
         benchmark.pedantic(ack_everything, rounds=1, iterations=1)
         after = _lmdb_bytes(env)
-        with env.begin(db=s._subs._acks_db) as txn:
+        with env.begin(db=s._engine._subs._acks_db) as txn:
             record = txn.get(b"big\0s")
         assert s.subscription("big", "s").ack_floor == STATE_ACKS
     file_bytes = os.path.getsize(data_dir / "meta" / "data.mdb")

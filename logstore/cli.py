@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from .config import FSYNC_POLICIES, MAX_BATCH_MESSAGES
 from .errors import LogstoreError, StoreLocked
-from .record import Message, Record
+from .types import Message, Record
 from .store import Store
 
 DEFAULT_DATA = "./logstore-data"
@@ -402,7 +402,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import run
+    from .engine.local.check import run
 
     return run(args.dir or args.data, sys.stdout)
 

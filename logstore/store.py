@@ -1,41 +1,30 @@
-"""`Store`: the public face of the library. One data directory, many topics.
+"""`Store`: the public face of the library, the same for every engine.
 
-Data directory layout::
+The facade checks what callers give (names, messages, arguments), resolves where a read or a
+subscription starts (offsets, times, "earliest"/"latest": `resolve_start`, the one place),
+dead-letters messages that reached `max_deliveries`, and offers the synchronous and asyncio
+forms. Everything stored lives behind the engine seam (`engine.base.Engine`); today the
+engine is the local one (`engine.local`: a data directory of segment files and LMDB).
 
-    LOCK                 flock()ed by the one writing process (StoreLocked for a second)
-    meta/                LMDB, synchronous: topics (and subscriptions)      -- the truth
-    index/               LMDB, no fsync: sparse offset and time index       -- a cache
-    topics/<uid>-<id>/   one directory of segment files per topic incarnation
+Threads: the synchronous methods run on the caller's thread (the local engine adds none
+but its maintenance thread). The `*_async` methods never block the event loop: they wait on
+it and hop to the loop's default executor only for work that touches files, so a server
+that sets one executor runs everything on that one.
 
-Opening runs these passes, each logged under `logstore.store`:
-
-1. Lock the directory (writers only).
-2. Open the metadata environment.
-3. Open the index; drop it when the machine restarted while it was open, delete and
-   recreate it when it cannot be opened (see `index`).
-4. Sweep topic directories that the metadata does not name: a create that died before its
-   metadata commit, or a delete that died after it. Their index entries go with them.
-
-Each topic then recovers on first use (see `topic` for its passes), so opening a store of
-10,000 topics does not read 10,000 directories.
-
-Thread-safe: any method may be called from any thread. `wait_async` and `read_async`
-serve asyncio code without blocking its event loop.
+Thread-safe: any method may be called from any thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
+import math
 import os
-import shutil
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from . import record
+from . import frames
 from .config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -46,28 +35,27 @@ from .config import (
     check_name,
     check_optional_positive,
 )
+from .engine.base import Batch, Engine, Leased, SubscriptionSettings, TopicSettings
+from .engine.local.engine import LocalEngine
 from .errors import (
     InvalidArgument,
     LogstoreError,
     MessageTooLarge,
-    ReadOnlyStore,
-    StorageError,
-    StoreClosed,
-    StoreLocked,
-    TopicExists,
-    TopicNotFound,
+    OffsetOutOfRange,
 )
-from .handles import FileHandles
-from .index import OffsetIndex, boot_id, distrust
-from .meta import MetaStore, TopicMeta
-from .segment import create_segment, fsync_directory
-from .subscriptions import Subscriptions
-from .topic import LogContext, TopicLog, now_ms
 from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
 
 log = logging.getLogger("logstore.store")
 
-_READONLY_POLL_SECONDS = 0.01
+POSITIONS = ("earliest", "latest")
+DEAD_LETTER_HEADERS = (
+    "x-logstore-source-topic",
+    "x-logstore-source-offset",
+    "x-logstore-subscription",
+    "x-logstore-delivery-count",
+)
+_SUB_NAME = "subscription name"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Store:
@@ -75,6 +63,7 @@ class Store:
 
     `fsync` is "always" (a write returns once it is on stable storage; concurrent writers
     share fsyncs), "interval" (flushed every `fsync_interval` seconds) or "never".
+    `readonly=True` opens a directory another process writes, and sees its new messages.
     """
 
     def __init__(
@@ -95,100 +84,23 @@ class Store:
         self.fsync = fsync
         self.readonly = readonly
         self.max_message_bytes = max_message_bytes
-        self.stats = Stats()
-        self._topics_dir = os.path.join(self.path, "topics")
-        self._lock = threading.Lock()
-        self._logs: dict[str, TopicLog] = {}
-        self._closed = False
-        self._lock_fd: int | None = None
-        if not record.CRC_IS_NATIVE:
+        if not frames.CRC_IS_NATIVE:
             log.warning(
                 "crcmod's C extension is missing: CRC-32C runs in pure Python, about 40x "
                 "slower. Reinstall crcmod with a C compiler and the Python headers present."
             )
-        if readonly:
-            self._open_readonly()
-        else:
-            self._open_writable()
-        self._ctx = LogContext(
-            handles=FileHandles(max_open_files, writable=not readonly),
-            index=self._index,
-            fsync=fsync,
+        self._engine: Engine = LocalEngine(
+            self.path,
+            fsync,
+            fsync_interval=fsync_interval,
             readonly=readonly,
-            stats=self.stats,
+            max_open_files=max_open_files,
         )
-        if self._index is not None and self._index.rebuilt_reason:
-            self.stats.rebuilt_index()
-        if not readonly:
-            self._sweep_orphans()
-        self._subs = Subscriptions(self, self._meta)
-        self._stop = threading.Event()
-        self._maintainer = threading.Thread(
-            target=self._maintain,
-            args=(min(fsync_interval, 1.0),),
-            name=f"logstore-maintenance {self.path}",
-            daemon=True,
-        )
-        self._maintainer.start()
 
-    def _open_writable(self) -> None:
-        created = not os.path.isdir(self.path)
-        os.makedirs(self._topics_dir, exist_ok=True)
-        if created:
-            fsync_directory(os.path.dirname(self.path))
-        fsync_directory(self.path)
-        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StoreLocked(self.path) from None
-        log.info("opening store %s (fsync=%s)", self.path, self.fsync)
-        try:
-            self._meta = MetaStore(
-                os.path.join(self.path, "meta"), fresh_ok=not os.listdir(self._topics_dir)
-            )
-            index_path = os.path.join(self.path, "index")
-            me = boot_id()
-            why = distrust(self._meta.index_session(), os.path.isdir(index_path), me)
-            self._meta.record_index_session(me, clean=False)  # before any index write
-            self._index = OffsetIndex(index_path, discard=why)
-            for name in ("meta", "index"):
-                fsync_directory(os.path.join(self.path, name))
-            fsync_directory(self.path)
-        except BaseException:
-            if getattr(self, "_meta", None) is not None:
-                self._meta.close()
-            os.close(self._lock_fd)  # else this process can never open the store again
-            raise
-
-    def _open_readonly(self) -> None:
-        if not os.path.isdir(os.path.join(self.path, "meta")):
-            raise InvalidArgument(f"{self.path} is not a logstore data directory")
-        self._meta = MetaStore(os.path.join(self.path, "meta"), readonly=True)
-        index_path = os.path.join(self.path, "index")
-        self._index = None
-        why = distrust(self._meta.index_session(), os.path.isdir(index_path), boot_id())
-        if why:
-            log.warning("read-only store %s: not using the index (%s); scanning", self.path, why)
-            return
-        try:
-            self._index = OffsetIndex(index_path, readonly=True)
-        except Exception as exc:  # any LMDB failure: read by scanning segments instead
-            log.warning("read-only store %s: index unavailable (%s); scanning", self.path, exc)
-
-    def _sweep_orphans(self) -> None:
-        known = {m.uid for m in self._meta.topics().values()}
-        for entry in os.listdir(self._topics_dir):
-            uid_text = entry.split("-", 1)[0]
-            if uid_text.isdigit() and int(uid_text) in known:
-                continue
-            path = os.path.join(self._topics_dir, entry)
-            log.warning("removing %s: no topic owns it (an interrupted create or delete)", path)
-            if uid_text.isdigit():
-                self._index.drop(int(uid_text))
-            shutil.rmtree(path, ignore_errors=True)
-            fsync_directory(self._topics_dir)
+    @property
+    def stats(self) -> Stats:
+        """Counters for metrics and tests: fsyncs, recovery truncations, index rebuilds."""
+        return self._engine.stats
 
     # --------------------------------------------------------------- topics
 
@@ -202,8 +114,9 @@ class Store:
         *,
         exist_ok: bool = False,
     ) -> TopicInfo:
-        """Create a topic. With `exist_ok`, an existing topic with the same settings is fine."""
-        self._check_writable()
+        """Create a topic; `TopicExists` if it exists, unless `exist_ok` and the settings
+        are the same. `name` is a display name (any text, default the id); retention by
+        age of the records and by size deletes whole old segments."""
         check_name(topic_id)
         name = topic_id if name is None else name
         if not isinstance(name, str) or len(name) > MAX_DISPLAY_NAME:
@@ -213,60 +126,20 @@ class Store:
         check_optional_positive(segment_bytes, "segment_bytes")
         if segment_bytes < MIN_SEGMENT_BYTES:
             raise InvalidArgument(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}")
-        with self._lock:
-            existing = self._meta.topic(topic_id)
-            if existing is not None:
-                wanted = (name, retention_ms, retention_bytes, segment_bytes)
-                if exist_ok and existing.settings() == wanted:
-                    return self._info(topic_id, self._log_locked(topic_id))
-                same = existing.settings() == wanted
-                raise TopicExists(topic_id, "" if same else " with different settings")
-            with self._meta.env.begin(write=True) as txn:
-                # Consumed even if this create fails: a directory it leaves is then nobody's,
-                # and the next open sweeps it, instead of a retry tripping over it.
-                uid = self._meta.next_uid(txn)
-            meta = TopicMeta(uid, name, retention_ms, retention_bytes, segment_bytes, now_ms())
-            directory = self._topic_dir(topic_id, uid)
-            try:
-                os.mkdir(directory)
-                create_segment(directory, 0)
-                fsync_directory(self._topics_dir)
-            except OSError as exc:
-                shutil.rmtree(directory, ignore_errors=True)  # best effort
-                raise StorageError(topic_id, f"{exc} while creating {directory}") from exc
-            with self._meta.env.begin(write=True) as txn:
-                self._meta.put_topic(txn, topic_id, meta)
-            topic = self._logs[topic_id] = TopicLog(self._ctx, topic_id, meta, directory)
-            return self._info(topic_id, topic)
+        settings = TopicSettings(name, retention_ms, retention_bytes, segment_bytes)
+        return self._engine.create_topic(topic_id, settings, exist_ok=exist_ok)
 
     def topics(self) -> list[TopicInfo]:
-        self._check_open()
-        with self._lock:
-            ids = sorted(self._meta.topics())
-            return [self._info(t, self._log_locked(t)) for t in ids]
+        """Every topic, by id."""
+        return self._engine.topics()
 
     def topic(self, topic_id: str) -> TopicInfo:
-        topic = self._log(topic_id)
-        return self._info(topic_id, topic)
+        """One topic's settings and extent; `TopicNotFound` if there is none."""
+        return self._engine.topic(check_name(topic_id))
 
     def delete_topic(self, topic_id: str) -> None:
         """Delete a topic and its subscriptions; a re-created topic starts at offset 0."""
-        self._check_writable()
-        check_name(topic_id)
-        with self._lock:
-            meta = self._meta.topic(topic_id)
-            if meta is None:
-                raise TopicNotFound(topic_id)
-            with self._meta.env.begin(write=True) as txn:
-                self._meta.delete_topic(txn, topic_id)
-                self._subs.on_topic_deleted(txn, topic_id)
-            topic = self._logs.pop(topic_id, None)
-        if topic is not None:
-            topic.delete()
-        self._index.drop(meta.uid)
-        shutil.rmtree(self._topic_dir(topic_id, meta.uid), ignore_errors=True)
-        fsync_directory(self._topics_dir)
-        log.info("deleted topic %r", topic_id)
+        self._engine.delete_topic(check_name(topic_id))
 
     # -------------------------------------------------------------- writing
 
@@ -278,14 +151,12 @@ class Store:
         headers: Mapping[str, str] | None = None,
     ) -> int:
         """Append one message; its offset. Durable on return under fsync="always"."""
-        topic = self._writable_log(topic_id)
+        check_name(topic_id)
         if key is None and not headers:
-            offset = topic.append([self._check_value(topic_id, value)], plain=True)
+            batch = Batch([self._check_value(topic_id, value)], plain=True)
         else:
-            item = self._check_record(topic_id, Record(value, key, headers))
-            offset = topic.append([item], plain=False)
-        self._subs.on_written(topic_id)  # wakes the topic's waiting subscription polls
-        return offset
+            batch = Batch([self._check_record(topic_id, Record(value, key, headers))], False)
+        return self._engine.append(topic_id, [batch])[0]
 
     def write_many(self, topic_id: str, messages: Iterable[bytes | Record]) -> int:
         """Append a batch atomically (all or nothing, even across a crash); first offset."""
@@ -298,13 +169,11 @@ class Store:
 
         For a server or a pipeline that gathers many callers' writes: one `pwrite` and one
         fsync serve them all. Every batch is checked before any is written."""
-        topic = self._writable_log(topic_id)
-        firsts = topic.append_frames([self._checked_batch(topic_id, b) for b in batches])
-        self._subs.on_written(topic_id)  # wakes the topic's waiting subscription polls
-        return firsts
+        check_name(topic_id)
+        return self._engine.append(topic_id, [self._checked_batch(topic_id, b) for b in batches])
 
-    def _checked_batch(self, topic_id: str, messages: Iterable[bytes | Record]) -> tuple:
-        """(records, plain): validated, and plain when all are bytes (the fast frame path)."""
+    def _checked_batch(self, topic_id: str, messages: Iterable[bytes | Record]) -> Batch:
+        """Validated, and plain when all are bytes (the fast frame path)."""
         items = list(messages)
         if not items:
             raise InvalidArgument(f"a batch for topic {topic_id!r} is empty")
@@ -313,8 +182,8 @@ class Store:
             for m in items:
                 if len(m) > limit:
                     raise MessageTooLarge(topic_id, len(m), limit)
-            return items, True
-        return [self._check_record(topic_id, m) for m in items], False
+            return Batch(items, plain=True)
+        return Batch([self._check_record(topic_id, m) for m in items], plain=False)
 
     def _check_value(self, topic_id: str, value: object) -> bytes:
         if not isinstance(value, bytes | bytearray | memoryview):
@@ -359,14 +228,16 @@ class Store:
         max_bytes: int | None = None,
         wait: float = 0.0,
     ) -> list[Message]:
-        """Messages from `offset`; with `wait`, block up to that long for the first one."""
-        topic = self._log(topic_id)
+        """Up to `max_messages` messages from `offset` (and at most about `max_bytes` of
+        values and keys, but always the first). With `wait`, a read at the end offset blocks
+        up to that many seconds for a message. `OffsetOutOfRange` outside the retained
+        offsets; `Corruption` when the message at `offset` is damaged (a read that meets
+        damage later stops before it)."""
+        check_name(topic_id)
         self._check_read_args(offset, max_messages, max_bytes, wait)
-        if wait > 0 and offset == topic.end_offset:
-            self._wait(topic, offset, wait)
-        if self.readonly:
-            topic.refresh()
-        return topic.read(offset, max_messages, max_bytes)
+        if wait > 0:
+            self._engine.wait_beyond(topic_id, offset, wait)
+        return self._engine.read(topic_id, offset, max_messages, max_bytes)
 
     async def read_async(
         self,
@@ -376,53 +247,58 @@ class Store:
         max_bytes: int | None = None,
         wait: float = 0.0,
     ) -> list[Message]:
-        """`read` for asyncio: waits on the event loop, reads in the default executor."""
-        topic = self._log(topic_id)
+        """`read` for asyncio: waits on the event loop, reads in the loop's executor."""
+        check_name(topic_id)
         self._check_read_args(offset, max_messages, max_bytes, wait)
-        if wait > 0 and offset == topic.end_offset:
-            await self.wait_async(topic_id, offset, wait)
+        if wait > 0:
+            await self._engine.wait_beyond_async(topic_id, offset, wait)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            None, self.read, topic_id, offset, max_messages, max_bytes
+            None, self._engine.read, topic_id, offset, max_messages, max_bytes
         )
 
     def wait(self, topic_id: str, offset: int, timeout: float) -> bool:
         """Block until a message at `offset` is readable (True) or `timeout` passes."""
-        return self._wait(self._log(topic_id), offset, timeout)
+        return self._engine.wait_beyond(check_name(topic_id), offset, timeout)
 
     async def wait_async(self, topic_id: str, offset: int, timeout: float) -> bool:
         """`wait` for asyncio code: suspends the task, never blocks the event loop."""
-        topic = self._log(topic_id)
-        if not self.readonly:
-            return await topic.visible.wait_beyond_async(offset, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            topic.refresh()
-            if topic.end_offset > offset or time.monotonic() >= deadline:
-                return topic.end_offset > offset
-            await asyncio.sleep(_READONLY_POLL_SECONDS)
-
-    def _wait(self, topic: TopicLog, offset: int, timeout: float) -> bool:
-        if not self.readonly:
-            return topic.visible.wait_beyond(offset, timeout)
-        # Another process writes: no in-process wake-up exists, so look every 10 ms.
-        deadline = time.monotonic() + timeout
-        while True:
-            topic.refresh()
-            if topic.end_offset > offset or time.monotonic() >= deadline:
-                return topic.end_offset > offset
-            time.sleep(_READONLY_POLL_SECONDS)
+        return await self._engine.wait_beyond_async(check_name(topic_id), offset, timeout)
 
     def offset_for_time(self, topic_id: str, timestamp_ms: int | datetime) -> int:
-        """The first offset whose timestamp is >= `timestamp_ms` (the end offset if none)."""
-        if isinstance(timestamp_ms, datetime):
-            timestamp_ms = int(timestamp_ms.timestamp() * 1000)
-        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
-            raise InvalidArgument(f"timestamp must be int milliseconds, not {timestamp_ms!r}")
-        topic = self._log(topic_id)
-        if self.readonly:
-            topic.refresh()
-        return topic.offset_for_time(timestamp_ms)
+        """The first offset whose timestamp is >= `timestamp_ms` (ms since the epoch, or a
+        datetime); the end offset if there is none."""
+        return self._engine.offset_for_time(check_name(topic_id), _milliseconds(timestamp_ms))
+
+    def resolve_start(
+        self,
+        topic_id: str,
+        start: str | int | datetime | None = None,
+        *,
+        timestamp: int | None = None,
+    ) -> int:
+        """Where a read or a subscription starts, as an offset: the one place that turns
+        "earliest" (also None), "latest", an offset (`OffsetOutOfRange` outside the
+        retained offsets), a datetime or `timestamp` (ms since the epoch) into one."""
+        check_name(topic_id)
+        if timestamp is not None:
+            if start is not None:
+                raise InvalidArgument("give a start or a timestamp, not both")
+            return self._engine.offset_for_time(topic_id, _milliseconds(timestamp))
+        if isinstance(start, datetime):
+            return self._engine.offset_for_time(topic_id, _milliseconds(start))
+        info = self._engine.topic(topic_id)
+        if start is None or start == "earliest":
+            return info.start_offset
+        if start == "latest":
+            return info.end_offset
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise InvalidArgument(
+                f"start must be 'earliest', 'latest', an int offset or a datetime, not {start!r}"
+            )
+        if not info.start_offset <= start <= info.end_offset:
+            raise OffsetOutOfRange(topic_id, start, info.start_offset, info.end_offset)
+        return start
 
     @staticmethod
     def _check_read_args(offset, max_messages, max_bytes, wait) -> None:
@@ -437,7 +313,6 @@ class Store:
             raise InvalidArgument(f"wait must be a non-negative number of seconds, not {wait!r}")
 
     # -------------------------------------------------------- subscriptions
-    # Thin delegations: the state and the rules live in `subscriptions.Subscriptions`.
 
     def subscribe(
         self,
@@ -450,64 +325,139 @@ class Store:
         *,
         start_time: int | datetime | None = None,
     ) -> SubscriptionInfo:
-        """Create a durable subscription (a no-op if it exists with the same settings).
+        """Create a durable subscription (a no-op if it exists with the same settings;
+        different `ack_wait`, `max_deliveries` or `dead_letter_topic` raise
+        `SubscriptionExists`).
 
-        `start_time` (ms since the epoch, or a datetime) starts at the first message at or
-        after that time, instead of at `start`.
+        `start` ("earliest", "latest", an offset or a datetime) or `start_time` (ms since
+        the epoch, or a datetime) only place a new subscription: re-subscribing resumes
+        where it stands, as a restarted consumer expects. After `max_deliveries` deliveries
+        without an ack a message goes to `dead_letter_topic` (or is dropped, logged).
         """
-        self._check_writable()
-        return self._subs.subscribe(
-            topic_id,
-            name,
-            start,
-            ack_wait,
-            max_deliveries,
-            dead_letter_topic,
-            start_time=start_time,
+        check_name(topic_id)
+        check_name(name, _SUB_NAME)
+        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float):
+            raise InvalidArgument(f"ack_wait must be a number of seconds, not {ack_wait!r}")
+        if not (ack_wait > 0 and math.isfinite(ack_wait)):
+            raise InvalidArgument(f"ack_wait must be a positive number of seconds, not {ack_wait}")
+        check_optional_positive(max_deliveries, "max_deliveries")
+        if dead_letter_topic is not None:
+            check_name(dead_letter_topic, "dead_letter_topic")
+            if dead_letter_topic == topic_id:
+                raise InvalidArgument(
+                    f"dead_letter_topic of subscription {name!r} must differ from its topic"
+                )
+            if max_deliveries is None:
+                raise InvalidArgument(
+                    f"subscription {name!r} on topic {topic_id!r}: dead_letter_topic needs "
+                    "max_deliveries (the number of deliveries after which a message goes there)"
+                )
+            self._engine.topic(dead_letter_topic)  # TopicNotFound unless it exists
+        if start_time is not None:
+            if start != "earliest":
+                raise InvalidArgument("give start or start_time, not both")
+            start = start_time if isinstance(start_time, datetime) else None
+        position = self.resolve_start(
+            topic_id, start, timestamp=start_time if isinstance(start_time, int) else None
         )
+        settings = SubscriptionSettings(float(ack_wait), max_deliveries, dead_letter_topic)
+        info, _ = self._engine.subscribe(topic_id, name, settings, position)
+        return info
 
     def unsubscribe(self, topic_id: str, name: str) -> None:
-        self._check_writable()
-        self._subs.unsubscribe(topic_id, name)
+        """Remove the subscription and its state; its waiting pollers get
+        `SubscriptionNotFound`."""
+        self._engine.unsubscribe(check_name(topic_id), check_name(name, _SUB_NAME))
 
     def subscriptions(self, topic_id: str) -> list[SubscriptionInfo]:
-        self._check_open()
-        return self._subs.list(topic_id)
+        """The topic's subscriptions, by name."""
+        return self._engine.subscriptions(check_name(topic_id))
 
     def subscription(self, topic_id: str, name: str) -> SubscriptionInfo:
-        self._check_open()
-        return self._subs.info(topic_id, name)
+        """Ack floor, pending leases, lag and settings of one subscription."""
+        return self._engine.subscription(check_name(topic_id), check_name(name, _SUB_NAME))
 
     def poll(
         self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
     ) -> list[Delivery]:
-        """Lease the next deliverable messages to this caller for the `ack_wait`."""
-        self._check_writable()
-        return self._subs.poll(topic_id, name, max_messages, wait)
+        """Lease up to `max_messages` messages to this caller for the subscription's
+        `ack_wait` (redeliveries first); with `wait`, block up to that long for the first."""
+        _check_poll_args(topic_id, name, max_messages, wait)
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            leased = self._engine.lease(topic_id, name, max_messages, remaining)
+            if leased.exhausted_offsets:
+                self._dead_letter(topic_id, name, leased)
+            if leased.deliveries or time.monotonic() >= deadline:
+                return leased.deliveries
 
     async def poll_async(
         self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
     ) -> list[Delivery]:
-        """`poll` for asyncio code: waits without blocking the event loop."""
-        self._check_writable()
-        return await self._subs.poll_async(topic_id, name, max_messages, wait)
+        """`poll` for asyncio: a poll waiting for messages costs no thread."""
+        _check_poll_args(topic_id, name, max_messages, wait)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            leased = await self._engine.lease_async(topic_id, name, max_messages, remaining)
+            if leased.exhausted_offsets:
+                await loop.run_in_executor(None, self._dead_letter, topic_id, name, leased)
+            if leased.deliveries or time.monotonic() >= deadline:
+                return leased.deliveries
+
+    def _dead_letter(self, topic_id: str, name: str, leased: Leased) -> None:
+        """Send exhausted messages to the dead-letter topic, then count them acknowledged.
+
+        If that write fails (the topic was deleted, the disk is full, the added headers make
+        a message too large) they go back to waiting and the error reaches the poller:
+        nothing is dropped for want of a dead-letter topic. No lock is held meanwhile."""
+        messages = leased.exhausted
+        if leased.dead_letter_topic is not None and messages:
+            records = [_dead_letter_record(topic_id, name, m, leased) for m in messages]
+            try:
+                self.write_many(leased.dead_letter_topic, records)
+            except LogstoreError:
+                self._engine.settle(topic_id, name, leased.exhausted_offsets, "nack")
+                raise
+            log.info(
+                "subscription %r on topic %r: %d message(s) sent to dead-letter topic %r",
+                name,
+                topic_id,
+                len(records),
+                leased.dead_letter_topic,
+            )
+        elif messages:
+            log.warning(
+                "subscription %r on topic %r: dropped %d message(s) after %d deliveries",
+                name,
+                topic_id,
+                len(messages),
+                leased.max_deliveries,
+            )
+        self._engine.settle(topic_id, name, leased.exhausted_offsets, "terminate")
 
     def ack(self, topic_id: str, name: str, offsets: Iterable[int | str]) -> SubscriptionInfo:
-        """Acknowledge offsets or lease tokens (`Delivery.lease`). A token of an expired or
-        replaced lease still acknowledges its offset."""
-        self._check_writable()
-        return self._subs.ack(topic_id, name, offsets)
-
-    def commit(self, topic_id: str, name: str, up_to: int) -> SubscriptionInfo:
-        """Acknowledge every offset below `up_to`."""
-        self._check_writable()
-        return self._subs.commit(topic_id, name, up_to)
+        """Acknowledge offsets or lease tokens (`Delivery.lease`): never delivered again on
+        this subscription (unless `seek` moves it back). A token of an expired or replaced
+        lease still acknowledges its offset. Durable per the fsync policy."""
+        return self._engine.settle(
+            check_name(topic_id), check_name(name, _SUB_NAME), offsets, "ack"
+        )
 
     def nack(self, topic_id: str, name: str, offsets: Iterable[int | str]) -> SubscriptionInfo:
         """End these leases now, so the messages are delivered again. An offset ends its
         current lease; a token of an expired or replaced lease is ignored."""
-        self._check_writable()
-        return self._subs.nack(topic_id, name, offsets)
+        return self._engine.settle(
+            check_name(topic_id), check_name(name, _SUB_NAME), offsets, "nack"
+        )
+
+    def commit(self, topic_id: str, name: str, up_to: int) -> SubscriptionInfo:
+        """Acknowledge every offset below `up_to`."""
+        if isinstance(up_to, bool) or not isinstance(up_to, int):
+            raise InvalidArgument(f"up_to must be an int offset, not {up_to!r}")
+        return self._engine.commit(check_name(topic_id), check_name(name, _SUB_NAME), up_to)
 
     def seek(
         self,
@@ -518,50 +468,32 @@ class Store:
         timestamp: int | datetime | None = None,
         position: str | None = None,
     ) -> SubscriptionInfo:
-        """Move the subscription to an offset, a time, or "earliest"/"latest" (replay)."""
-        self._check_writable()
-        return self._subs.seek(topic_id, name, offset, timestamp=timestamp, position=position)
+        """Move the subscription to an offset, a time, or "earliest"/"latest": below it
+        everything counts as acknowledged, from it on nothing does (so seeking back replays
+        history). Its leases end."""
+        check_name(name, _SUB_NAME)
+        given = [x is not None for x in (offset, timestamp, position)]
+        if sum(given) != 1:
+            raise InvalidArgument("seek needs exactly one of offset, timestamp or position")
+        if position is not None and position not in POSITIONS:
+            raise InvalidArgument(f"position must be one of {POSITIONS}, not {position!r}")
+        if isinstance(timestamp, datetime):
+            target = self.resolve_start(topic_id, timestamp)
+        elif timestamp is not None:
+            target = self.resolve_start(topic_id, timestamp=timestamp)
+        else:
+            target = self.resolve_start(topic_id, offset if position is None else position)
+        return self._engine.seek(topic_id, name, target)
 
     # ------------------------------------------------------------ life cycle
 
     def sync(self) -> None:
         """Flush every topic to stable storage now, whatever the fsync policy."""
-        self._check_writable()
-        for topic in list(self._logs.values()):
-            topic.sync()
+        self._engine.sync()
 
     def close(self) -> None:
         """Flush and close. Waiting readers wake up; later calls raise `StoreClosed`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            logs = list(self._logs.values())
-            self._logs.clear()
-        self._stop.set()
-        if self._maintainer is not threading.current_thread():
-            self._maintainer.join()
-        errors = []
-        try:
-            self._subs.close()
-        except LogstoreError as exc:
-            errors.append(exc)
-        for topic in logs:
-            try:
-                topic.close()
-            except LogstoreError as exc:
-                errors.append(exc)
-        self._ctx.handles.close_all()
-        if self._index is not None:
-            self._index.close()
-            if not self.readonly:
-                self._meta.record_index_session(boot_id(), clean=True)
-        self._meta.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-        log.info("closed store %s", self.path)
-        if errors:
-            raise errors[0]
+        self._engine.close()
 
     def __enter__(self) -> Store:
         return self
@@ -569,83 +501,29 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _maintain(self, period: float) -> None:
-        """Background duties: "interval" fsyncs, index checkpoints, retention by age."""
-        while not self._stop.wait(period):
-            for topic in list(self._logs.values()):
-                try:
-                    if self.readonly:
-                        continue
-                    if self.fsync == "interval" and topic.dirty:
-                        topic.sync()
-                    topic.apply_retention()
-                except Exception as exc:  # one bad pass must not end fsyncs and retention
-                    log.error("maintenance of topic %r failed: %s", topic.topic_id, exc)
-            if not self.readonly:
-                try:
-                    self._subs.maintain()
-                except Exception as exc:
-                    log.error("maintenance of subscriptions failed: %s", exc)
 
-    # --------------------------------------------------------------- helpers
+def _milliseconds(timestamp: object) -> int:
+    """Ms since the epoch from an int or a datetime (naive ones are taken as UTC)."""
+    if isinstance(timestamp, datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=UTC)
+        return (timestamp - _EPOCH) // timedelta(milliseconds=1)
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        raise InvalidArgument(f"timestamp must be int milliseconds, not {timestamp!r}")
+    return timestamp
 
-    def _topic_dir(self, topic_id: str, uid: int) -> str:
-        return os.path.join(self._topics_dir, f"{uid}-{topic_id}"[:255])
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed()
+def _check_poll_args(topic_id: str, name: str, max_messages: object, wait: object) -> None:
+    check_name(topic_id)
+    check_name(name, _SUB_NAME)
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+        raise InvalidArgument(f"max_messages must be an int of at least 1, not {max_messages!r}")
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
+        raise InvalidArgument(f"wait must be a non-negative number of seconds, not {wait!r}")
 
-    def _check_writable(self) -> None:
-        self._check_open()
-        if self.readonly:
-            raise ReadOnlyStore(self.path)
 
-    def _writable_log(self, topic_id: str) -> TopicLog:
-        if self.readonly:
-            raise ReadOnlyStore(self.path)
-        return self._log(topic_id)
-
-    def _log(self, topic_id: str) -> TopicLog:
-        topic = self._logs.get(topic_id)
-        if topic is not None and not self.readonly:
-            return topic
-        self._check_open()
-        check_name(topic_id)
-        with self._lock:
-            return self._log_locked(topic_id)
-
-    def _log_locked(self, topic_id: str) -> TopicLog:
-        self._check_open()
-        topic = self._logs.get(topic_id)
-        if topic is not None and not self.readonly:
-            return topic
-        meta = self._meta.topic(topic_id)
-        if meta is None:
-            if topic is not None:
-                self._logs.pop(topic_id).delete()
-            raise TopicNotFound(topic_id)
-        if topic is not None and topic.uid == meta.uid:
-            return topic
-        if topic is not None:
-            topic.delete()
-        topic = TopicLog(self._ctx, topic_id, meta, self._topic_dir(topic_id, meta.uid))
-        self._logs[topic_id] = topic
-        return topic
-
-    def _info(self, topic_id: str, topic: TopicLog) -> TopicInfo:
-        if self.readonly:
-            topic.refresh()
-        meta = topic.meta
-        return TopicInfo(
-            id=topic_id,
-            name=meta.name,
-            start_offset=topic.start_offset,
-            end_offset=topic.end_offset,
-            size_bytes=topic.size_bytes,
-            segments=topic.segment_count,
-            created_at=meta.created_at,
-            retention_ms=meta.retention_ms,
-            retention_bytes=meta.retention_bytes,
-            segment_bytes=meta.segment_bytes,
-        )
+def _dead_letter_record(topic_id: str, name: str, message: Message, leased: Leased) -> Record:
+    """The message as it goes to the dead-letter topic: its headers name where it came from."""
+    facts = (topic_id, str(message.offset), name, str(leased.max_deliveries))
+    headers = {**message.headers, **dict(zip(DEAD_LETTER_HEADERS, facts, strict=True))}
+    return Record(message.value, message.key, headers)

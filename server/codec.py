@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from logstore import Message, Record
-from logstore.subscriptions import Delivery
+from logstore import Delivery
 
 from .errors import ApiError, invalid
 

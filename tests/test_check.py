@@ -7,7 +7,7 @@ import io
 import os
 
 from logstore import Store
-from logstore.check import run
+from logstore.engine.local.check import run
 
 
 def make_store(path, count=2000):

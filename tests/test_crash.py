@@ -208,7 +208,7 @@ MANY_TOPICS = textwrap.dedent(
         assert len(store.topics()) == 10_000
         for i in range(10_000):
             assert store.read(f"t{i}", 0)[0].value == b"%d" % i
-        assert len(store._ctx.handles) <= 100
+        assert len(store._engine._ctx.handles) <= 100
     print("ok")
     """
 )

@@ -17,9 +17,9 @@ import shutil
 import pytest
 
 from logstore import Corruption, Record, Store
-from logstore import record as rec
-from logstore.check import check_store
-from logstore.meta import MetaStore
+from logstore import frames as rec
+from logstore.engine.local.check import check_store
+from logstore.engine.local.meta import MetaStore
 
 FIELDS = {  # name: (first byte, size) in the frame header (see logstore.record)
     "length": (0, 4),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from logstore import record as rec
-from logstore.record import FrameError, Record
+from logstore import frames as rec
+from logstore.frames import FrameError, Record
 
 
 def frames_of(data: bytes):

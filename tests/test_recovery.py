@@ -15,10 +15,10 @@ import lmdb
 import pytest
 
 from logstore import Corruption, Store
-from logstore import record as rec
-from logstore.check import check_store
-from logstore.index import boot_id
-from logstore.meta import IndexSession, MetaStore
+from logstore import frames as rec
+from logstore.engine.local.check import check_store
+from logstore.engine.local.index import boot_id
+from logstore.engine.local.meta import IndexSession, MetaStore
 
 
 def segments_of(data_dir, topic="t"):

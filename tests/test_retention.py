@@ -15,7 +15,7 @@ def test_retention_by_bytes_deletes_whole_old_segments(data_dir):
         store.create_topic("t", segment_bytes=4096, retention_bytes=3 * 4096)
         for i in range(1000):
             store.write("t", b"%04d" % i + b"." * 60)
-        store._log("t").apply_retention()  # as the maintenance thread does every second
+        store._engine._log("t").apply_retention()  # as the maintenance thread does every second
         info = store.topic("t")
         assert info.start_offset > 0 and info.end_offset == 1000
         assert info.size_bytes <= 3 * 4096 + 4096
@@ -40,7 +40,7 @@ def test_retention_by_age_deletes_segments_older_than_the_limit(data_dir):
         old = time.time() - 3600
         for path in segments[:2]:
             os.utime(path, (old, old))
-        topic = store._log("t")
+        topic = store._engine._log("t")
         assert topic.apply_retention() == 2
         assert store.topic("t").start_offset == int(os.path.basename(segments[2])[:20])
 
@@ -51,7 +51,7 @@ def test_retention_never_deletes_the_active_segment(data_dir):
         for _ in range(200):
             store.write("t", b"x" * 64)
         time.sleep(0.01)
-        store._log("t").apply_retention()
+        store._engine._log("t").apply_retention()
         info = store.topic("t")
         assert info.segments == 1 and info.end_offset == 200
         assert store.read("t", info.start_offset, max_messages=1000)[-1].offset == 199

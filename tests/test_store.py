@@ -329,7 +329,7 @@ def test_open_file_handles_stay_bounded_with_many_topics(data_dir):
             store.write(f"t{i}", b"x")
         for i in range(300):
             assert store.read(f"t{i}", 0)[0].value == b"x"
-        assert len(store._ctx.handles) <= 32
+        assert len(store._engine._ctx.handles) <= 32
 
 
 def test_write_batches_appends_each_batch_atomically_with_one_fsync(data_dir):

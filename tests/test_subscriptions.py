@@ -282,7 +282,7 @@ def test_concurrent_acks_share_commits_under_fsync_always(data_dir):
     with Store(data_dir, fsync="always") as store:
         fill(store, 400)
         store.subscribe("t", "s")
-        env = store._meta.env
+        env = store._engine._meta.env
         before = env.info()["last_txnid"]
 
         def ack_range(first):

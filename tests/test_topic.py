@@ -33,9 +33,9 @@ from logstore import (
     Store,
     TopicNotFound,
 )
-from logstore.handles import FileHandles
-from logstore.index import boot_id
-from logstore.meta import MetaStore
+from logstore.engine.local.handles import FileHandles
+from logstore.engine.local.index import boot_id
+from logstore.engine.local.meta import MetaStore
 
 # --------------------------------------------------------------------------- helpers
 
@@ -272,7 +272,7 @@ def test_write_while_another_segment_is_pinned_with_a_one_descriptor_cache(data_
         store.create_topic("b")
         store.write("a", b"a0")
         store.write("b", b"b0")
-        with store._ctx.handles.pinned(segments_of(data_dir, "a")[0]):  # a reader of "a"
+        with store._engine._ctx.handles.pinned(segments_of(data_dir, "a")[0]):  # a reader of "a"
             assert store.write("b", b"b1") == 1
             assert [m.value for m in store.read("b", 0)] == [b"b0", b"b1"]
 
@@ -569,7 +569,7 @@ def test_topic_left_with_only_an_empty_active_segment_after_retention(data_dir):
         for i in range(70):
             store.write("t", b"%04d" % i + b"." * 60)
         time.sleep(0.01)
-        topic = store._log("t")
+        topic = store._engine._log("t")
         with topic._io_lock:
             topic._roll_locked()  # what the next write does before its frame goes in
         info = store.topic("t")
@@ -622,7 +622,7 @@ def test_follower_follows_rolls_retention_and_a_recreated_topic(data_dir):
         for round_no in range(4):
             for i in range(150):
                 store.write("t", b"%d-%d" % (round_no, i) + b"." * 60)
-            store._log("t").apply_retention()
+            store._engine._log("t").apply_retention()
             info = follower.ask(op="info", topic="t")
             assert info["end"] == store.topic("t").end_offset
             assert info["start"] == store.topic("t").start_offset
@@ -648,7 +648,7 @@ def test_follower_releases_descriptors_of_segments_retention_deleted(data_dir):
         assert follower.ask(op="read", topic="t", offset=0, max=1)["offsets"] == [0]
         for i in range(100, 400):
             store.write("t", b"%04d" % i + b"." * 60)
-        assert store._log("t").apply_retention() > 0
+        assert store._engine._log("t").apply_retention() > 0
         start = store.topic("t").start_offset
         assert follower.ask(op="read", topic="t", offset=start, max=1)["offsets"] == [start]
         assert deleted_segment_descriptors(data_dir) == []  # the writer let go of them
@@ -704,7 +704,7 @@ MAINTENANCE_AFTER_EMFILE = """
                 hog.append(os.open("/dev/null", os.O_RDONLY))
         except OSError:
             pass
-        a_was_dirty = store._log("a").dirty
+        a_was_dirty = store._engine._log("a").dirty
         time.sleep(0.7)  # a maintenance pass meets EMFILE syncing a
         for fd in hog:
             os.close(fd)
@@ -713,7 +713,7 @@ MAINTENANCE_AFTER_EMFILE = """
     time.sleep(0.1)
     store.write("a", b"z")
     time.sleep(1.0)  # three more maintenance periods
-    print(store._maintainer.is_alive(), store._log("a").dirty)
+    print(store._engine._maintainer.is_alive(), store._engine._log("a").dirty)
     store.close()
 """
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import record
+from ... import frames as record
 from .meta import MetaStore
 from .segment import DamagedRegion, ScanStop, list_segments, scan, segment_name
 

@@ -24,8 +24,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import record
-from .record import FrameError, FrameHeader
+from ... import frames as record
+from ...frames import FrameError, FrameHeader
 
 SUFFIX = ".log"
 _NAME = re.compile(r"^(\d{20})\.log$")

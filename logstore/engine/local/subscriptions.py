@@ -14,7 +14,8 @@ back to 8 bytes whenever the floor catches up. `uid` names the topic's incarnati
 records of a deleted topic never attach to a re-created one of the same id.
 
 Durability follows the store's fsync policy. Under "always" a call that changes the state
-(subscribe, unsubscribe, ack, commit, seek, and a poll that dead-letters) returns after
+(subscribe, unsubscribe, ack, commit, seek, and the facade's "terminate" after it
+dead-lettered exhausted messages) returns after
 an LMDB commit that holds it; concurrent callers share one commit (group commit, as in
 `TopicLog.append`: the first caller leads, commits every dirty subscription at once and
 wakes the others). Under "interval" and "never" memory is the authority: dirty subscriptions
@@ -29,8 +30,9 @@ In memory, per subscription (see `subscription_state`): a cursor (the next offse
 delivered since the last restart or seek); leases (offset -> grant number) with their grants
 queued in deadline order (one `ack_wait` per subscription makes the queue sorted, so expiry is
 a pop from its head); the offsets ready for redelivery (nacked or expired; lowest first);
-those awaiting the dead-letter topic. Expiry is lazy: a poll or info pops the grants whose
-deadline has passed.
+those awaiting the dead-letter topic (`dead`), and those handed to the facade to dead-letter
+(`dying`, until it settles them as "terminate", or as "nack" when that failed). Expiry is
+lazy: a poll or info pops the grants whose deadline has passed.
 A subscription behind retention moves its floor and cursor up to the topic's start offset.
 
 Waiting: each topic with subscriptions has a `Watermark` used as a change counter. Writes to
@@ -41,11 +43,11 @@ deadline. Threads block; asyncio tasks await; nobody polls in a loop.
 Subscriptions of a topic load from LMDB on first use, so opening a store costs nothing per
 subscription.
 
-Thread-safety: every public method is thread-safe. Locks nest only in these orders:
-the store's lock -> an LMDB write transaction -> `_lock` (the registry) -> `_commit_lock`,
-and a subscription's `lock` -> the store's lock (a dead-letter write) -> `_commit_lock`.
-No LMDB write transaction begins under `_lock` or a subscription's lock: the committer
-snapshots each subscription under its lock first, then commits holding none.
+Thread-safety: every public method is thread-safe. Locks nest only in this order: the
+engine's lock -> an LMDB write transaction -> `_lock` (the registry) -> `_commit_lock`.
+A subscription's `lock` is held only for in-memory work: no file is read or written, no
+LMDB transaction begins and nothing is fsynced under it (the committer snapshots each
+subscription under its lock first, then commits holding none).
 """
 
 from __future__ import annotations
@@ -53,17 +55,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import threading
 import time
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import lmdb
 
-from .config import check_name, check_optional_positive
-from .errors import (
+from ...errors import (
     InvalidArgument,
     LogstoreError,
     OffsetOutOfRange,
@@ -73,25 +72,16 @@ from .errors import (
     SubscriptionNotFound,
     TopicNotFound,
 )
+from ...types import Delivery, Grant, Message, SubscriptionInfo
+from ...waiting import Watermark
+from ..base import Leased, Outcome, SubscriptionSettings
+from .log import TopicLog, now_ms
 from .subscription_state import SubscriptionState, decode_acks, runs_of, state_key
-from .topic import TopicLog, now_ms
-from .types import Delivery, Grant, Message, Record, SubscriptionInfo
-from .waiting import Watermark
 
 if TYPE_CHECKING:
     from .meta import MetaStore
-    from .store import Store
 
 log = logging.getLogger("logstore.subscriptions")
-
-_SUB_NAME = "subscription name"
-POSITIONS = ("earliest", "latest")
-DEAD_LETTER_HEADERS = (
-    "x-logstore-source-topic",
-    "x-logstore-source-offset",
-    "x-logstore-subscription",
-    "x-logstore-delivery-count",
-)
 
 
 class _Group:
@@ -109,6 +99,9 @@ class _Group:
         self.changes.advance(self.changes.value + 1)
 
 
+_Resolved = tuple[TopicLog, "_Group", SubscriptionState]
+
+
 class _Batch:
     """The callers whose changes one leader commits together, and how that went."""
 
@@ -120,13 +113,21 @@ class _Batch:
 
 
 class Subscriptions:
-    """Every subscription of a store. Created by `Store`, which delegates to it."""
+    """Every subscription of a store: the local engine's half that leases and settles."""
 
-    def __init__(self, store: Store, meta: MetaStore) -> None:
-        self._store = store
+    def __init__(
+        self,
+        meta: MetaStore,
+        logs: Callable[[str], TopicLog],
+        logs_async: Callable[[str], Awaitable[TopicLog]],
+        *,
+        sync: bool,
+    ) -> None:
         self._meta = meta
+        self._logs = logs  # topic id -> its loaded log (TopicNotFound if none)
+        self._logs_async = logs_async
         self._readonly = meta.readonly
-        self._sync = store.fsync == "always"
+        self._sync = sync
         self._lock = threading.Lock()  # the registry: _groups
         self._groups: dict[str, _Group] = {}
         self._deleted_uids: set[int] = set()  # incarnations of deleted topics
@@ -152,51 +153,20 @@ class Subscriptions:
     # -------------------------------------------------------------- settings
 
     def subscribe(
-        self,
-        topic_id: str,
-        name: str,
-        start: str | int | datetime = "earliest",
-        ack_wait: float = 30.0,
-        max_deliveries: int | None = None,
-        dead_letter_topic: str | None = None,
-        *,
-        start_time: int | datetime | None = None,
-    ) -> SubscriptionInfo:
-        """Create a subscription; a no-op if it exists with the same settings.
-
-        `start` ("earliest", "latest", an offset or a datetime) or `start_time` (ms since
-        the epoch, or a datetime) only place a new subscription: re-subscribing resumes
-        where it stands, as a restarted consumer expects. Different `ack_wait`,
-        `max_deliveries` or `dead_letter_topic` raise `SubscriptionExists`.
-        """
-        check_name(name, _SUB_NAME)
-        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float):
-            raise InvalidArgument(f"ack_wait must be a number of seconds, not {ack_wait!r}")
-        if not (ack_wait > 0 and math.isfinite(ack_wait)):
-            raise InvalidArgument(f"ack_wait must be a positive number of seconds, not {ack_wait}")
-        ack_wait = float(ack_wait)
-        check_optional_positive(max_deliveries, "max_deliveries")
-        topic = self._store._log(topic_id)
-        if dead_letter_topic is not None:
-            check_name(dead_letter_topic, "dead_letter_topic")
-            if dead_letter_topic == topic_id:
-                raise InvalidArgument(
-                    f"dead_letter_topic of subscription {name!r} must differ from its topic"
-                )
-            if max_deliveries is None:
-                raise InvalidArgument(
-                    f"subscription {name!r} on topic {topic_id!r}: dead_letter_topic needs "
-                    "max_deliveries (the number of deliveries after which a message goes there)"
-                )
-            self._store._log(dead_letter_topic)  # TopicNotFound unless it exists
-        position = self._start_offset(topic_id, topic, start, start_time)
+        self, topic_id: str, name: str, settings: SubscriptionSettings, start: int
+    ) -> tuple[SubscriptionInfo, bool]:
+        """Create a subscription at `start`; a no-op if it exists with the same settings
+        (re-subscribing resumes where it stands, as a restarted consumer expects)."""
+        topic = self._logs(topic_id)
         group = self._group(topic)
         with self._lock:
             if self._groups.get(topic_id) is not group:
                 raise TopicNotFound(topic_id)  # deleted meanwhile
             sub = group.subs.get(name)
             if sub is not None:
-                if not sub.same_settings(ack_wait, max_deliveries, dead_letter_topic):
+                if not sub.same_settings(
+                    settings.ack_wait, settings.max_deliveries, settings.dead_letter_topic
+                ):
                     raise SubscriptionExists(
                         topic_id,
                         name,
@@ -206,30 +176,19 @@ class Subscriptions:
                     )
                 created = False
             else:
-                settings = {
+                stored = {
                     "uid": topic.uid,
-                    "ack_wait": ack_wait,
-                    "max_deliveries": max_deliveries,
-                    "dead_letter_topic": dead_letter_topic,
+                    "ack_wait": settings.ack_wait,
+                    "max_deliveries": settings.max_deliveries,
+                    "dead_letter_topic": settings.dead_letter_topic,
                     "created_at": now_ms(),
                 }
-                sub = group.subs[name] = SubscriptionState(topic_id, name, settings, position)
+                sub = group.subs[name] = SubscriptionState(topic_id, name, stored, start)
                 created = True
         if created:
-            log.info("subscription %r on topic %r created at offset %d", name, topic_id, position)
+            log.info("subscription %r on topic %r created at offset %d", name, topic_id, start)
             self._persist(sub, wait=self._sync)
-        return self._info(topic, sub)
-
-    def _start_offset(
-        self, topic_id: str, topic: TopicLog, start: object, start_time: object
-    ) -> int:
-        if start_time is not None:
-            if start != "earliest":
-                raise InvalidArgument("give start or start_time, not both")
-            return self._store.offset_for_time(topic_id, start_time)
-        if isinstance(start, datetime):
-            return self._store.offset_for_time(topic_id, start)
-        return _position(topic_id, topic, start, "start")
+        return self._info(topic, sub), created
 
     def unsubscribe(self, topic_id: str, name: str) -> None:
         """Remove the subscription and its state; its waiting pollers get SubscriptionNotFound."""
@@ -274,7 +233,7 @@ class Subscriptions:
 
     def list(self, topic_id: str) -> list[SubscriptionInfo]:
         """The topic's subscriptions, by name."""
-        topic = self._store._log(topic_id)
+        topic = self._logs(topic_id)
         group = self._group(topic)
         with self._lock:
             subs = sorted(group.subs.items())
@@ -309,49 +268,71 @@ class Subscriptions:
 
     # -------------------------------------------------------------- delivery
 
-    def poll(
-        self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
-    ) -> list[Delivery]:
+    def lease(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
         """Lease up to `max_messages` deliverable messages; with `wait`, block for the first.
 
         Redeliveries (nacked or expired, lowest offset first) come before new messages.
         """
-        _check_poll_args(max_messages, wait)
         deadline = time.monotonic() + wait
         while True:
             topic, group, sub = self._resolve(topic_id, name)
             version = group.changes.value
-            out, lease_deadline = self._poll_once(topic, sub, max_messages)
-            timeout = _timeout(out, deadline, lease_deadline)
+            leased, lease_deadline = self._lease_once(topic, sub, max_messages)
+            timeout = _timeout(leased, deadline, lease_deadline)
             if timeout is None:
-                return out
+                return leased
             group.changes.wait_beyond(version, timeout)
 
-    async def poll_async(
-        self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
-    ) -> list[Delivery]:
-        """`poll` for asyncio: waits on the event loop, reads in the default executor."""
-        _check_poll_args(max_messages, wait)
+    async def lease_async(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
+        """`lease` for asyncio. A poll with nothing to deliver waits on the event loop and
+        costs no thread; only leasing (which reads files) runs in the loop's executor, and
+        loading a topic or its subscriptions (recovery, LMDB) never runs on the loop."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + wait
         while True:
-            topic, group, sub = self._resolve(topic_id, name)
+            found = self._loaded(topic_id, name)
+            if found is None:
+                found = await loop.run_in_executor(None, self._resolve, topic_id, name)
+            topic, group, sub = found
             version = group.changes.value
-            out, lease_deadline = await loop.run_in_executor(
-                None, self._poll_once, topic, sub, max_messages
-            )
-            timeout = _timeout(out, deadline, lease_deadline)
+            nearest = self._nothing_to_lease(topic, sub)
+            if nearest is False:
+                leased, nearest = await loop.run_in_executor(
+                    None, self._lease_once, topic, sub, max_messages
+                )
+            else:
+                leased = Leased()
+            timeout = _timeout(leased, deadline, nearest)
             if timeout is None:
-                return out
+                return leased
             await group.changes.wait_beyond_async(version, timeout)
 
-    def _poll_once(
+    def _nothing_to_lease(self, topic: TopicLog, sub: SubscriptionState) -> float | bool | None:
+        """False when a lease may find work; else the nearest lease deadline (or None).
+
+        A cheap look under the lock, so that an idle long poll waits without a thread."""
+        with sub.lock:
+            if not sub.live:
+                raise SubscriptionNotFound(sub.topic_id, sub.name)
+            nearest = sub.next_deadline()
+            busy = (
+                sub.ready
+                or sub.dead
+                or sub.cursor < topic.end_offset
+                or sub.floor < topic.start_offset
+                or (nearest is not None and nearest <= time.monotonic())
+            )
+            return False if busy else nearest
+
+    def _lease_once(
         self, topic: TopicLog, sub: SubscriptionState, limit: int
-    ) -> tuple[list[Delivery], float | None]:
-        """Deliver what can be delivered now; also the nearest lease deadline.
+    ) -> tuple[Leased, float | None]:
+        """Lease what can be delivered now; also the nearest lease deadline.
 
         Offsets are chosen and leased under the subscription's lock, then read without it,
         so competing consumers read their batches side by side instead of in a queue.
+        Exhausted messages are held (`dying`) for the facade to dead-letter: no write, and
+        no fsync, happens under the lock.
         """
         with sub.lock:
             if not sub.live:
@@ -359,60 +340,33 @@ class Subscriptions:
             now = time.monotonic()
             sub.expire(now)
             self._catch_up(topic, sub)
-            dead_lettered = bool(sub.dead)
-            if dead_lettered:
-                self._dead_letter(topic, sub)
+            dying = sub.take_dead()
             again = sub.take_ready(limit) if sub.ready else []
             fresh = sub.take_new(limit - len(again), topic.end_offset)
             grant = sub.lease(now, again, fresh)
             counts = {o: sub.counts[o] for o in again}
             lease_deadline = sub.next_deadline()
-        if dead_lettered:
-            self._persist(sub, wait=self._sync)
+        leased = Leased(
+            exhausted_offsets=dying,
+            dead_letter_topic=sub.dead_letter_topic,
+            max_deliveries=sub.max_deliveries,
+        )
         try:
-            out: list[Delivery] = []
-            for offsets, leased in ((again, Grant(grant, counts)), (fresh, Grant(grant))):
+            if dying:
+                leased.exhausted = _read_offsets(topic, dying)
+            for offsets, grants in ((again, Grant(grant, counts)), (fresh, Grant(grant))):
                 if offsets:
                     messages = _read_offsets(topic, offsets)
                     for m in messages:  # fresh objects, shared with no one: no copy
                         m.__class__ = Delivery
-                        m._grant = leased
-                    out += messages
+                        m._grant = grants
+                    leased.deliveries += messages
         except BaseException:
             with sub.lock:
                 sub.unlease(grant, [*again, *fresh])
+                sub.revive(dying)
             raise
-        return out, lease_deadline
-
-    def _dead_letter(self, topic: TopicLog, sub: SubscriptionState) -> None:
-        """Send the exhausted messages to the dead-letter topic; count them acknowledged.
-
-        If that write fails (the topic was deleted, the disk is full, the added headers make
-        a message too large) they stay waiting and the error reaches the poller: nothing is
-        dropped for want of a dead-letter topic.
-        """
-        offsets = sorted(sub.dead)
-        messages = _read_offsets(topic, offsets)
-        if sub.dead_letter_topic is not None and messages:
-            records = [_dead_letter_record(sub, m) for m in messages]
-            self._store.write_many(sub.dead_letter_topic, records)
-            log.info(
-                "subscription %r on topic %r: %d message(s) sent to dead-letter topic %r",
-                sub.name,
-                sub.topic_id,
-                len(records),
-                sub.dead_letter_topic,
-            )
-        elif messages:
-            log.warning(
-                "subscription %r on topic %r: dropped %d message(s) after %d deliveries",
-                sub.name,
-                sub.topic_id,
-                len(messages),
-                sub.max_deliveries,
-            )
-        sub.ack_runs(runs_of(offsets))
-        sub.release(offsets)
+        return leased, lease_deadline
 
     def _catch_up(self, topic: TopicLog, sub: SubscriptionState) -> None:
         """Retention removed messages below the floor: acknowledge them, move on."""
@@ -425,19 +379,40 @@ class Subscriptions:
 
     # ------------------------------------------------------- acknowledgement
 
-    def ack(self, topic_id: str, name: str, items: Iterable[int | str]) -> SubscriptionInfo:
-        """Acknowledge these offsets or lease tokens (leased or not: a token of an expired or
-        replaced lease acknowledges its offset); durable per the store's fsync policy."""
-        topic, _, sub = self._resolve(topic_id, name)
-        sorted_offsets = sorted({o for o, _ in _check_items(topic, items)})
+    def settle(
+        self, topic_id: str, name: str, items: Iterable[int | str], outcome: Outcome
+    ) -> SubscriptionInfo:
+        """End leases given as offsets or lease tokens.
+
+        "ack": acknowledged (a token of an expired or replaced lease acknowledges its offset
+        all the same); durable per the store's fsync policy. "nack": an offset ends its
+        current lease, a current token its lease, and the message is delivered again; a
+        stale token has no effect; an exhausted message held for dead-lettering goes back
+        to waiting for it. "terminate": exhausted messages the facade dead-lettered (or
+        dropped) count as acknowledged.
+        """
+        topic, group, sub = self._resolve(topic_id, name)
+        checked = _check_items(topic, items)
         with sub.lock:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
-            if sorted_offsets:
-                sub.ack_runs(runs_of(sorted_offsets))
-                sub.release(sorted_offsets)
+            if outcome == "nack":
+                sub.revive([o for o, _ in checked])
+                for o, grant in checked:
+                    current = sub.leases.get(o)
+                    if current is not None and grant in (None, current):
+                        del sub.leases[o]
+                        sub.requeue(o)
+            else:
+                offsets = sorted({o for o, _ in checked})
+                if offsets:  # releasing a "terminate"d offset ends its dying too
+                    sub.ack_runs(runs_of(offsets))
+                    sub.release(offsets)
             info = self._info_locked(topic, sub)
-        self._persist(sub, wait=self._sync)
+        if outcome == "nack":
+            group.bump()
+        else:
+            self._persist(sub, wait=self._sync)
         return info
 
     def commit(self, topic_id: str, name: str, up_to: int) -> SubscriptionInfo:
@@ -475,30 +450,10 @@ class Subscriptions:
         group.bump()
         return info
 
-    def seek(
-        self,
-        topic_id: str,
-        name: str,
-        offset: int | None = None,
-        *,
-        timestamp: int | datetime | None = None,
-        position: str | None = None,
-    ) -> SubscriptionInfo:
-        """Move to an offset, a time or "earliest"/"latest": below it everything counts as
-        acknowledged, from it on nothing does (so seeking back replays history). Leases end.
-        """
+    def seek(self, topic_id: str, name: str, target: int) -> SubscriptionInfo:
+        """Move to offset `target`: below it everything counts as acknowledged, from it on
+        nothing does (so seeking back replays history). Leases end."""
         topic, group, sub = self._resolve(topic_id, name)
-        given = [x is not None for x in (offset, timestamp, position)]
-        if sum(given) != 1:
-            raise InvalidArgument("seek needs exactly one of offset, timestamp or position")
-        if timestamp is not None:
-            target = self._store.offset_for_time(topic_id, timestamp)
-        elif position is not None:
-            if position not in POSITIONS:
-                raise InvalidArgument(f"position must be one of {POSITIONS}, not {position!r}")
-            target = _position(topic_id, topic, position, "position")
-        else:
-            target = _position(topic_id, topic, offset, "offset")
         with sub.lock:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
@@ -625,9 +580,19 @@ class Subscriptions:
         if group is not None:
             group.bump()
 
-    def _resolve(self, topic_id: str, name: str) -> tuple[TopicLog, _Group, SubscriptionState]:
-        check_name(name, _SUB_NAME)
-        topic = self._store._log(topic_id)
+    def _loaded(
+        self, topic_id: str, name: str
+    ) -> tuple[TopicLog, _Group, SubscriptionState] | None:
+        """`_resolve` from memory alone (no recovery, no LMDB), or None if not loaded yet."""
+        group = self._groups.get(topic_id)
+        sub = group.subs.get(name) if group is not None else None
+        if sub is None or self._closed:
+            return None
+        topic = self._logs(topic_id) if topic_id in self._groups else None
+        return (topic, group, sub) if topic is not None and topic.uid == group.uid else None
+
+    def _resolve(self, topic_id: str, name: str) -> _Resolved:
+        topic = self._logs(topic_id)
         group = self._group(topic)
         sub = group.subs.get(name)
         if sub is None:
@@ -681,21 +646,6 @@ class Subscriptions:
 # ------------------------------------------------------------------- helpers
 
 
-def _position(topic_id: str, topic: TopicLog, value: object, what: str) -> int:
-    """An offset from "earliest", "latest" or an offset in [start_offset, end_offset]."""
-    if value == "earliest":
-        return topic.start_offset
-    if value == "latest":
-        return topic.end_offset
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(
-            f"{what} must be 'earliest', 'latest', an int offset or a datetime, not {value!r}"
-        )
-    if not topic.start_offset <= value <= topic.end_offset:
-        raise OffsetOutOfRange(topic_id, value, topic.start_offset, topic.end_offset)
-    return value
-
-
 def _check_items(topic: TopicLog, items: Iterable[int | str]) -> list[tuple[int, int | None]]:
     """(offset, grant) for each offset (grant None) or lease token; each offset must be
     below the topic's end offset."""
@@ -724,13 +674,6 @@ def _parse_item(item: object) -> tuple[int, int | None]:
     raise InvalidArgument(f"offsets must be ints or lease tokens, not {item!r}")
 
 
-def _dead_letter_record(sub: SubscriptionState, message: Message) -> Record:
-    """The message as it goes to the dead-letter topic: its headers name where it came from."""
-    facts = (sub.topic_id, str(message.offset), sub.name, str(sub.counts.get(message.offset, 1)))
-    headers = {**message.headers, **dict(zip(DEAD_LETTER_HEADERS, facts, strict=True))}
-    return Record(message.value, message.key, headers)
-
-
 def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
     """The messages at these sorted offsets, but those retention removed meanwhile: the
     next catch-up counts them acknowledged."""
@@ -747,16 +690,9 @@ def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
     return out
 
 
-def _check_poll_args(max_messages: object, wait: object) -> None:
-    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-        raise InvalidArgument(f"max_messages must be an int of at least 1, not {max_messages!r}")
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
-        raise InvalidArgument(f"wait must be a non-negative number of seconds, not {wait!r}")
-
-
-def _timeout(out: list, deadline: float, lease_deadline: float | None) -> float | None:
+def _timeout(leased: Leased, deadline: float, lease_deadline: float | None) -> float | None:
     """How long a poll should wait for a change now; None when it should return."""
-    if out:
+    if leased.deliveries or leased.exhausted_offsets:
         return None
     now = time.monotonic()
     remaining = deadline - now

@@ -60,6 +60,7 @@ class SubscriptionState:
         "cursor",
         "dead",
         "dead_letter_topic",
+        "dying",
         "ends",
         "floor",
         "grants",
@@ -111,6 +112,7 @@ class SubscriptionState:
         self.ready_heap: list[int] = []  # the same, lowest first; may hold stale entries
         self.counts: dict[int, int] = {}  # deliveries so far, where not 1
         self.dead: set[int] = set()  # delivered max_deliveries times: for the dead letters
+        self.dying: set[int] = set()  # handed to the facade to dead-letter, not settled yet
 
     def settings(self) -> dict:
         return {
@@ -172,6 +174,8 @@ class SubscriptionState:
             self.ready.difference_update(offsets)
         if self.dead:
             self.dead.difference_update(offsets)
+        if self.dying:
+            self.dying.difference_update(offsets)
         if self.counts:
             pop = self.counts.pop
             for o in offsets:
@@ -182,6 +186,7 @@ class SubscriptionState:
             del self.leases[o]
         self.ready = {o for o in self.ready if o >= offset}
         self.dead = {o for o in self.dead if o >= offset}
+        self.dying = {o for o in self.dying if o >= offset}
         self.counts = {o: n for o, n in self.counts.items() if o >= offset}
 
     def reset(self, offset: int) -> None:
@@ -194,6 +199,7 @@ class SubscriptionState:
         self.ready_heap.clear()
         self.counts.clear()
         self.dead.clear()
+        self.dying.clear()
 
     # ---------------------------------------------------------------- leases
 
@@ -213,6 +219,22 @@ class SubscriptionState:
         else:
             self.ready.add(offset)
             heapq.heappush(self.ready_heap, offset)
+
+    def take_dead(self) -> list[int]:
+        """The exhausted offsets, now held as `dying` until the facade settles them."""
+        if not self.dead:
+            return []
+        taken = sorted(self.dead)
+        self.dying.update(taken)
+        self.dead.clear()
+        return taken
+
+    def revive(self, offsets: Iterable[int]) -> None:
+        """Dying offsets whose dead-lettering failed wait for the next poll to try again."""
+        for o in offsets:
+            if o in self.dying:
+                self.dying.discard(o)
+                self.dead.add(o)
 
     def take_ready(self, limit: int) -> list[int]:
         """Up to `limit` offsets to deliver again, lowest first."""

@@ -44,13 +44,14 @@ import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lmdb
 
-from . import record
-from .config import Stats
-from .errors import (
+from ... import frames as record
+from ...config import Stats
+from ...errors import (
     Corruption,
     LogstoreError,
     MessageTooLarge,
@@ -60,10 +61,12 @@ from .errors import (
     StoreClosed,
     TopicNotFound,
 )
+from ...frames import FrameError, Message
+from ...waiting import Watermark
+from ..base import Batch
 from .handles import FileHandles
 from .index import INTERVAL_BYTES, IndexEntry, OffsetIndex
 from .meta import TopicMeta
-from .record import FrameError, Message
 from .segment import (
     READ_CHUNK,
     DamagedRegion,
@@ -75,7 +78,6 @@ from .segment import (
     scan,
     segment_name,
 )
-from .waiting import Watermark
 
 log = logging.getLogger("logstore.topic")
 
@@ -340,11 +342,7 @@ class TopicLog:
 
     # --------------------------------------------------------------- appends
 
-    def append(self, records: list, *, plain: bool) -> int:
-        """Append `records` (bytes when `plain`, else `Record`) as one frame; first offset."""
-        return self.append_frames([(records, plain)])[0]
-
-    def append_frames(self, batches: list[tuple[list, bool]]) -> list[int]:
+    def append_frames(self, batches: Sequence[Batch]) -> list[int]:
         """Append each batch as its own atomic frame, all written (and synced) together.
 
         The frames join a queue. Whoever finds no leader becomes one and writes every
@@ -357,9 +355,10 @@ class TopicLog:
             base = self._next_offset
             ts = max(now_ms(), self._last_ts)
             queued = []
-            for records, plain in batches:
+            for batch in batches:
+                records = batch.records
                 try:
-                    if plain:
+                    if batch.plain:
                         frame = record.encode_many(base, ts, records)
                     else:
                         frame = record.encode(base, ts, records)
