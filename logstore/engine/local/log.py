@@ -1,39 +1,25 @@
-"""A topic's log: segments + index entries + appends (group commit) + reads + retention.
+"""A topic's log: its segments and the appends to them (group commit), syncs and rolls.
 
-On disk a topic is a directory of segment files (see `segment`), each a run of frames (see
-`record`). The LMDB offset index (see `index`) is a cache; the segments are the truth.
+`TopicLog` holds a topic's state; the other jobs live beside it, one module each: loading
+and recovery (`loader`), reads (`reader`), retention (`retention`) and the read-only
+follower (`follower`). On disk a topic is a directory of segment files (see `segment`),
+each a run of frames (see `frames`); the LMDB offset index (see `index`) is a cache, the
+segments are the truth. Pending index entries are committed every `_PENDING_LIMIT`
+entries, at rolls and at close, so a reopen scans only a short tail.
 
-Recovery when a topic is opened, in passes (each logged under `logstore.topic`):
-
-1. Segments: list the segment files; a topic directory without one gets an empty
-   segment 0 (a create interrupted after `mkdir`).
-2. Index check: take the topic's last index entry. It must name an existing segment and
-   point at a sound frame with that base offset; otherwise the index is ahead of or
-   inconsistent with the segments, and the topic's entries are dropped (full rebuild).
-   Entries below the first segment (retention interrupted) are dropped.
-3. Tail scan: from that entry (or the first segment when rebuilding) walk every frame,
-   checking framing, offset continuity across segments and CRC, adding index entries.
-   A frame with a sound header but a bad body, followed by sound log, is mid-log damage:
-   it is kept (reads of it raise `Corruption`) and the scan goes on. Any other unsound
-   frame is a torn tail: the segment is cut there (logged, counted in `Stats`) and later
-   segments are removed. A later segment whose base offset does not continue the log (a
-   roll interrupted after the previous tail was lost) is removed too.
-4. State: end offset, last timestamp and active segment size come from the scan.
-
-So opening costs time in proportion to the un-indexed tail, not to the log: pending index
-entries are committed every `_PENDING_LIMIT` entries, at rolls and at close.
-
-Appends and durability: `append` encodes the caller's frame and numbers its offsets under
-the queue lock, then queues it. A caller that finds no leader leads: it takes the whole
-queue, writes it with one `pwrite` and, under fsync="always", one `fdatasync`, wakes the
-callers of that batch with one event, and hands leadership to the first caller of the next
-batch (group commit, as in LevelDB's writer queue). Readers see messages once synced
-("always") or once written ("interval", "never"). A failed write or sync cuts the file back
-to its last good end and fails that batch and every batch queued behind it.
+Appends and durability: `append_frames` encodes the callers' frames and numbers their
+offsets under the queue lock, then queues them. A caller that finds no leader leads: it
+takes the whole queue, writes it with one `pwrite` and, under fsync="always", one
+`fdatasync`, wakes the callers of that batch with one event, and hands leadership to the
+first caller of the next batch (group commit, as in LevelDB's writer queue). Readers see
+messages once synced ("always") or once written ("interval", "never"). A failed write or
+sync cuts the file back to its last good end and fails that batch and every batch queued
+behind it.
 
 Thread-safety: every public method is thread-safe. `_lock` guards the queue; `_io_lock`
-guards the files (writes, syncs, rolls, retention). Reads take neither: they snapshot the
-immutable segment tuple and the visible end offset, and pin the descriptors they read.
+guards the files (writes, syncs, rolls, retention, damage found later). Reads take neither:
+they snapshot the immutable segment tuple and the visible end offset, and pin the
+descriptors they read.
 """
 
 from __future__ import annotations
@@ -43,7 +29,6 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,10 +37,8 @@ import lmdb
 from ... import frames as record
 from ...config import Stats
 from ...errors import (
-    Corruption,
     LogstoreError,
     MessageTooLarge,
-    OffsetOutOfRange,
     StorageError,
     StorageFull,
     StoreClosed,
@@ -64,18 +47,16 @@ from ...errors import (
 from ...frames import FrameError, Message
 from ...waiting import Watermark
 from ..base import Batch
+from . import follower, reader, retention
 from .handles import FileHandles
 from .index import INTERVAL_BYTES, IndexEntry, OffsetIndex
+from .loader import Loader, log_damage
 from .meta import TopicMeta
 from .segment import (
-    READ_CHUNK,
     DamagedRegion,
-    ScanStop,
     create_segment,
     fsync_directory,
-    list_segments,
     pread_exactly,
-    scan,
     segment_name,
 )
 
@@ -156,182 +137,28 @@ class TopicLog:
     # -------------------------------------------------------------- recovery
 
     def _recover(self) -> None:
-        bases = list_segments(self.directory)
-        if not bases:
-            if self._ctx.readonly:
-                self._segments = (0,)
-                return
-            log.info("topic %r: no segment file, creating segment 0", self.topic_id)
-            self._create_segment(0)
-            bases = [0]
-        found = None
-        resume = self._index_resume_point(bases)
-        if resume is not None:
-            found = self._scan_tail(bases, resume, from_index=True)
-        if found is None:
-            if self._ctx.index is not None and not self._ctx.readonly:
-                log.info(
-                    "topic %r: building the index from %d segment(s)", self.topic_id, len(bases)
-                )
-            found = self._scan_tail(bases, IndexEntry(bases[0], bases[0], 0, 0), from_index=False)
-        bases, next_offset, active_size, last_ts, entries = found
-        self._segments = tuple(bases)
+        """Start from what the recovery passes found (see `loader`)."""
+        loaded = Loader(self._ctx, self.topic_id, self.uid, self.directory).load()
+        bases = loaded.segments
+        self._segments = bases
         self._active_path = self.segment_path(bases[-1])
         self._sealed_sizes = {b: os.stat(self.segment_path(b)).st_size for b in bases[:-1]}
-        self._active_size = self._durable_pos = active_size
-        self._end = self._durable_end = self._next_offset = next_offset
-        self._last_ts = last_ts
+        self._active_size = self._durable_pos = loaded.active_size
+        self._end = self._durable_end = self._next_offset = loaded.end_offset
+        self._last_ts = loaded.last_timestamp
+        self._damage = loaded.damage
         self._since_entry = INTERVAL_BYTES
-        if self._ctx.index is not None and not self._ctx.readonly:
-            self._ctx.index.drop(self.uid, from_offset=next_offset)
-            self._ctx.index.add(self.uid, entries)
-        self.visible.reset(next_offset)
+        self.visible.reset(loaded.end_offset)
 
-    def _index_resume_point(self, bases: list[int]) -> IndexEntry | None:
-        """Pass 2: the last index entry, if it can be trusted as a place to resume from."""
-        index = self._ctx.index
-        if index is None:
-            return None
-        resume = index.last(self.uid)
-        if resume is None:
-            return None
-        if resume.segment_base not in bases:
-            return self._drop_index(
-                f"its last index entry names missing segment {segment_name(resume.segment_base)}"
-            )
-        if bases[0] and not self._ctx.readonly and index.floor(self.uid, bases[0] - 1):
-            index.drop(self.uid, below=bases[0])
-        return resume
-
-    def _drop_index(self, why: str) -> None:
-        """Forget the topic's index entries (they disagree with the segments)."""
-        log.warning("topic %r: %s; rebuilding its index from the segments", self.topic_id, why)
-        if not self._ctx.readonly:
-            self._ctx.index.drop(self.uid)
-            self._ctx.stats.rebuilt_index()
-        return None
-
-    def _scan_tail(self, bases: list[int], resume: IndexEntry, *, from_index: bool):
-        """Pass 3. None when the index entry it started from proves wrong."""
-        first = bases.index(resume.segment_base)
-        position, next_offset, last_ts = resume.position, resume.offset, resume.timestamp
-        entries: list[IndexEntry] = []
-        damage: dict[int, list[DamagedRegion]] = {}
-        since = 0
-        kept = bases[:first]
-        for i in range(first, len(bases)):
-            base = bases[i]
-            if i > first:
-                if base < next_offset:
-                    self._remove_segments(
-                        bases[i:],
-                        f"segment {segment_name(base)} starts at offset {base}, inside "
-                        f"the log before it (which ends at {next_offset})",
-                    )
-                    break
-                if base > next_offset:  # whole frames lost at the end of the previous one
-                    previous = self.segment_path(kept[-1])
-                    size = os.stat(previous).st_size
-                    self._keep_damage(
-                        damage,
-                        kept[-1],
-                        DamagedRegion(
-                            size, size, next_offset, base, f"offsets up to {base - 1} are missing"
-                        ),
-                    )
-                    next_offset = base
-                position = 0
-            kept.append(base)
-            path = self.segment_path(base)
-            last_segment = i == len(bases) - 1
-            with self._ctx.handles.pinned(path) as fd:
-                for item in scan(fd, position, next_offset, resync=True):
-                    if from_index and not isinstance(item, tuple):
-                        break
-                    from_index = False
-                    if isinstance(item, ScanStop):
-                        break
-                    if isinstance(item, DamagedRegion):
-                        self._keep_damage(damage, base, item)
-                        since = INTERVAL_BYTES  # index the sound frame after it
-                        continue
-                    pos, header = item
-                    if pos == 0 or since >= INTERVAL_BYTES:
-                        entries.append(IndexEntry(header.base_offset, base, pos, header.timestamp))
-                        since = 0
-                    since += header.length
-                    last_ts = header.timestamp
-                size = os.fstat(fd).st_size
-            if from_index:
-                self._drop_index(
-                    f"its last index entry (offset {resume.offset}) points at no "
-                    f"sound frame in {path}"
-                )
-                return None
-            position, next_offset = item.position, item.next_offset
-            if item.error is None:
-                continue
-            following = None if last_segment else bases[i + 1]
-            if following is not None and following > next_offset:
-                # Damage up to the end of a sealed segment, and the log goes on after it.
-                self._keep_damage(
-                    damage,
-                    base,
-                    DamagedRegion(position, size, next_offset, following, item.error),
-                )
-                position, next_offset = size, following
-                continue
-            self._cut(path, position, item.error)
-            if following is not None and following < next_offset:
-                self._remove_segments(bases[i + 1 :], "the log before it ends inside it")
-                break
-        self._damage = {b: tuple(regions) for b, regions in damage.items()}
-        return kept, next_offset, position, last_ts, entries
-
-    def _keep_damage(self, damage: dict, base: int, region: DamagedRegion) -> None:
-        self._log_damage(base, region)
-        damage.setdefault(base, []).append(region)
-
-    def _log_damage(self, base: int, region: DamagedRegion) -> None:
-        log.error(
-            "topic %r: damaged bytes %d..%d in %s (%s): offsets %d to %d are unreadable; "
-            "keeping them and the log after them",
-            self.topic_id,
-            region.position,
-            region.end,
-            self.segment_path(base),
-            region.reason,
-            region.first_offset,
-            region.next_offset - 1,
-        )
-
-    def _cut(self, path: str, position: int, reason: str) -> None:
-        size = os.stat(path).st_size
-        if self._ctx.readonly:
-            return
-        log.warning(
-            "topic %r: torn tail in %s at byte %d (%s): cutting %d byte(s)",
-            self.topic_id,
-            path,
-            position,
-            reason,
-            size - position,
-        )
-        with self._ctx.handles.pinned(path) as fd:
-            os.ftruncate(fd, position)
-            os.fsync(fd)
-        self._ctx.stats.truncated(size - position)
-
-    def _remove_segments(self, bases: list[int], reason: str) -> None:
-        if not bases or self._ctx.readonly:
-            return
-        for base in bases:
-            path = self.segment_path(base)
-            log.warning("topic %r: removing segment %s: %s", self.topic_id, path, reason)
-            self._ctx.stats.truncated(os.stat(path).st_size)
-            self._ctx.handles.forget(path)
-            os.unlink(path)
-        fsync_directory(self.directory)
+    def add_damage(self, base: int, found: list[DamagedRegion]) -> None:
+        """Keep damage found after loading (by a read or a follower), logged once."""
+        known = self._damage.get(base, ())
+        new = [region for region in found if region not in known]
+        for region in new:
+            log_damage(self.topic_id, self.segment_path(base), region)
+        if new:  # replaced whole: readers iterate it unlocked
+            regions = tuple(sorted({*known, *new}, key=_region_position))
+            self._damage = {**self._damage, base: regions}
 
     def _create_segment(self, base: int) -> None:
         try:
@@ -571,186 +398,12 @@ class TopicLog:
     # ----------------------------------------------------------------- reads
 
     def read(self, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
-        """Up to `max_messages` visible messages from `offset` (at least one if any).
-
-        A read that reaches damaged bytes returns the messages before them, or raises
-        `Corruption` when they hold `offset` itself; it steps over damage it has no need of.
-        """
-        self._check_open()
-        visible = self.visible.value  # first: segments read after it cover every offset below
-        segments = self._segments
-        if offset < segments[0] or offset > visible:
-            raise OffsetOutOfRange(self.topic_id, offset, segments[0], visible)
-        out: list[Message] = []
-        if offset == visible or max_messages <= 0:
-            return out
-        i, position, frame_offset = self._locate(segments, offset)
-        budget = [max_bytes if max_bytes is not None else -1]
-        while True:
-            base = segments[i]
-            path = self.segment_path(base)
-            start = _ReadStart(position, frame_offset, offset, len(out), budget[0])
-            try:
-                with self._ctx.handles.pinned(path) as fd:
-                    while True:
-                        try:
-                            offset, done = self._read_segment(
-                                fd, path, base, start, visible, out, max_messages, budget
-                            )
-                            break
-                        except FrameError as exc:  # damage not met before: learn it, retry
-                            self._learn_damage(fd, path, base, start, exc.position or 0)
-                            del out[start.had :]
-                            budget[0] = start.budget
-            except FileNotFoundError:
-                self._check_open()
-                raise OffsetOutOfRange(
-                    self.topic_id, offset, self.start_offset, self.end_offset
-                ) from None
-            i += 1
-            if done or i >= len(segments) or offset >= visible:
-                return out
-            position, frame_offset = 0, segments[i]
-
-    def _read_segment(self, fd, path, base, start, visible, out, limit, budget) -> tuple[int, bool]:
-        """Read on in one segment; (next offset, done). Not done = its end was reached.
-
-        Raises `FrameError` (with the absolute position) at damage it does not know yet."""
-        position, frame_offset, offset = start.position, start.frame_offset, start.offset
-        regions = self._damage.get(base, ())
-        want = min(READ_CHUNK, 8192 + 512 * limit)
-        while frame_offset < visible and len(out) < limit:
-            region = next((r for r in regions if r.position >= position), None)
-            if region is not None and region.position == position:
-                if offset < region.next_offset:
-                    if out:
-                        return offset, True
-                    raise Corruption(path, region.position, region.reason)
-                position, frame_offset = region.end, region.next_offset
-                continue
-            size = want if region is None else min(want, region.position - position)
-            chunk = pread_exactly(fd, size, position)
-            if not chunk:
-                return offset, False
-            had = len(out)
-            try:
-                used, frame_offset = record.read_frames(
-                    chunk, 0, frame_offset, offset, visible, limit, out
-                )
-            except FrameError as exc:
-                raise FrameError(str(exc), position + (exc.position or 0)) from None
-            if len(out) > had:
-                if budget[0] >= 0:
-                    kept = _within_budget(out[had:], budget, bool(had))
-                    if len(kept) < len(out) - had:
-                        del out[had + len(kept) :]
-                        return out[-1].offset + 1, True
-                offset = out[-1].offset + 1
-            elif used == 0:  # the next frame is larger than what was read
-                length = record.parse_header(chunk, 0).length
-                if len(chunk) < want or position + length > os.fstat(fd).st_size:
-                    raise FrameError("the segment ends inside a frame", position)
-                want = length
-            position += used
-        return offset, True
-
-    def _learn_damage(self, fd: int, path: str, base: int, start: _ReadStart, at: int) -> None:
-        """Walk from `start` past byte `at`, where a read failed (and on to the first damage
-        if `at` was too early), and keep the damage found.
-
-        Raises `Corruption` when the walk finds none there (so a read never loops)."""
-        with self._io_lock:  # one learner at a time; the regions are replaced, not mutated
-            known = self._damage.get(base, ())
-            found = []
-            for item in scan(fd, start.position, start.frame_offset, resync=True):
-                if isinstance(item, ScanStop):
-                    break
-                if isinstance(item, DamagedRegion):
-                    if item not in known:
-                        found.append(item)
-                elif item[0] > at and found:
-                    break
-            if not found:
-                raise Corruption(path, at, "a frame fails its checks where a read met it")
-            for region in found:
-                self._log_damage(base, region)
-            self._add_damage(base, found)
-
-    def _add_damage(self, base: int, found: list[DamagedRegion]) -> None:
-        """Merge regions into the damage map (replaced whole: readers iterate it unlocked)."""
-        regions = tuple(sorted({*self._damage.get(base, ()), *found}, key=_region_position))
-        self._damage = {**self._damage, base: regions}
-
-    def _locate(self, segments: tuple[int, ...], offset: int) -> tuple[int, int, int]:
-        """(segment index, byte position, frame offset) of a frame at or before `offset`,
-        past any known damage below `offset`."""
-        i = bisect_right(segments, offset) - 1
-        entry = None
-        pending = self._pending
-        if pending and pending[0].offset <= offset:
-            entry = pending[bisect_right(pending, offset, key=_entry_offset) - 1]
-        elif self._ctx.index is not None:
-            try:
-                entry = self._ctx.index.floor(self.uid, offset)
-            except lmdb.Error:
-                self._check_open()  # closed under us: StoreClosed, else just scan
-        if entry is not None and entry.segment_base == segments[i]:
-            position, frame_offset = entry.position, entry.offset
-        else:
-            position, frame_offset = 0, segments[i]
-        for region in self._damage.get(segments[i], ()):
-            if region.position >= position and region.next_offset <= offset:
-                position, frame_offset = region.end, region.next_offset
-        return i, position, frame_offset
+        """Up to `max_messages` visible messages from `offset` (see `reader`)."""
+        return reader.read(self, offset, max_messages, max_bytes)
 
     def offset_for_time(self, timestamp: int) -> int:
-        """The first visible offset whose timestamp is >= `timestamp` (end offset if none)."""
-        self._check_open()
-        visible = self.visible.value  # first: segments read after it cover every offset below
-        segments = self._segments
-        entry = None
-        pending = self._pending
-        if pending and pending[0].timestamp < timestamp:
-            entry = pending[bisect_left(pending, timestamp, key=_entry_timestamp) - 1]
-        elif self._ctx.index is not None:
-            try:
-                entry = self._ctx.index.floor_time(self.uid, timestamp)
-            except lmdb.Error:
-                self._check_open()
-        if entry is None or entry.segment_base not in segments:
-            i, position, frame_offset = 0, 0, segments[0]
-        else:
-            i, position, frame_offset = (
-                segments.index(entry.segment_base),
-                entry.position,
-                entry.offset,
-            )
-        while frame_offset < visible:
-            path = self.segment_path(segments[i])
-            try:
-                with self._ctx.handles.pinned(path) as fd:
-                    for item in scan(fd, position, frame_offset, verify=False, resync=True):
-                        if isinstance(item, ScanStop):
-                            break
-                        if isinstance(item, DamagedRegion):
-                            continue
-                        _, header = item
-                        if header.base_offset >= visible:
-                            return visible
-                        if header.timestamp >= timestamp:
-                            return header.base_offset
-            except FileNotFoundError:
-                return self.offset_for_time(timestamp)
-            if item.error is not None:
-                if item.next_offset >= visible:
-                    return visible
-                raise Corruption(path, item.position, item.error)
-            frame_offset = item.next_offset
-            i += 1
-            if i >= len(segments):
-                break
-            position = 0
-        return visible
+        """The first visible offset whose timestamp is >= `timestamp` (see `reader`)."""
+        return reader.offset_for_time(self, timestamp)
 
     # ------------------------------------------------------------- retention
 
@@ -762,24 +415,19 @@ class TopicLog:
             return self._retain_locked(now_ms())
 
     def _retain_locked(self, now: int) -> int:
-        retention_bytes, retention_ms = self.meta.retention_bytes, self.meta.retention_ms
-        if retention_bytes is None and retention_ms is None:
-            return 0
+        """Delete the sealed segments the limits let go (see `retention`); how many."""
+        meta = self.meta
         segments = list(self._segments)
-        victims = []
-        if retention_bytes is not None:
-            total = self.size_bytes
-            while len(segments) > 1 and total - self._sealed_sizes[segments[0]] >= retention_bytes:
-                total -= self._sealed_sizes[segments[0]]
-                victims.append(segments.pop(0))
-        if retention_ms is not None:
-            while len(segments) > 1:
-                modified = os.stat(self.segment_path(segments[0])).st_mtime * 1000
-                if modified >= now - retention_ms:
-                    break
-                victims.append(segments.pop(0))
-        if not victims:
+        drop = 0
+        if meta.retention_bytes is not None:
+            size = self.size_bytes
+            drop = retention.by_bytes(segments, self._sealed_sizes, size, meta.retention_bytes)
+        if meta.retention_ms is not None:
+            cutoff = now - meta.retention_ms
+            drop = max(drop, retention.by_age(segments, self._newest_timestamp, cutoff))
+        if not drop:
             return 0
+        victims, segments = segments[:drop], segments[drop:]
         self._segments = tuple(segments)
         self._sealed_sizes = {b: n for b, n in self._sealed_sizes.items() if b not in victims}
         self._pending = [e for e in self._pending if e.offset >= segments[0]]
@@ -800,6 +448,19 @@ class TopicLog:
             segments[0],
         )
         return len(victims)
+
+    def _newest_timestamp(self, i: int) -> int | None:
+        """An upper bound of the timestamps in sealed segment `i`: the first record of the
+        segment after it, or the topic's last record if that segment is still empty."""
+        following = self._segments[i + 1]
+        with self._ctx.handles.pinned(self.segment_path(following)) as fd:
+            head = pread_exactly(fd, record.HEADER_SIZE, 0)
+        if not head and following == self._segments[-1]:
+            return self._last_ts
+        try:
+            return record.parse_header(head, 0).timestamp
+        except FrameError:
+            return None  # damaged: keep it
 
     # ---------------------------------------------------------- life cycle
 
@@ -832,46 +493,8 @@ class TopicLog:
     # ------------------------------------------------- read-only followers
 
     def refresh(self) -> None:
-        """Pick up what the writing process appended or retained (read-only stores only)."""
-        with self._io_lock:
-            try:
-                bases = list_segments(self.directory)
-            except FileNotFoundError:
-                raise TopicNotFound(self.topic_id) from None  # the writer deleted it
-            if not bases:
-                return
-            for gone in (b for b in self._segments if b < bases[0]):
-                self._ctx.handles.forget(self.segment_path(gone))  # retention deleted it
-            known = [b for b in self._segments if b >= bases[0]]
-            position = self._active_size
-            if not known:
-                known, position, self._end = [bases[0]], 0, bases[0]
-            self._sealed_sizes = {b: s for b, s in self._sealed_sizes.items() if b in known}
-            newer = [b for b in bases if b > known[-1]]
-            while True:
-                path = self.segment_path(known[-1])
-                try:
-                    with self._ctx.handles.pinned(path) as fd:
-                        for item in scan(fd, position, self._end, resync=True):
-                            if isinstance(item, ScanStop):
-                                break
-                            if isinstance(item, tuple):
-                                self._last_ts = item[1].timestamp
-                            elif item not in self._damage.get(known[-1], ()):
-                                self._log_damage(known[-1], item)
-                                self._add_damage(known[-1], [item])
-                    position, self._end = item.position, item.next_offset
-                except FileNotFoundError:
-                    return
-                if item.error is not None or not newer or newer[0] != self._end:
-                    break
-                self._sealed_sizes = {**self._sealed_sizes, known[-1]: position}
-                known.append(newer.pop(0))
-                position = 0
-            self._segments = tuple(known)
-            self._active_path = self.segment_path(known[-1])
-            self._active_size = position
-            self.visible.advance(self._end)
+        """Pick up what the writing process appended or retained (see `follower`)."""
+        follower.refresh(self)
 
 
 class _Batch:
@@ -895,36 +518,5 @@ class _Batch:
             self.heir.set()
 
 
-@dataclass(slots=True, frozen=True)
-class _ReadStart:
-    """Where a read of one segment began: it restarts there after learning of damage."""
-
-    position: int
-    frame_offset: int
-    offset: int
-    had: int
-    budget: int
-
-
 def _region_position(region: DamagedRegion) -> int:
     return region.position
-
-
-def _entry_offset(entry: IndexEntry) -> int:
-    return entry.offset
-
-
-def _entry_timestamp(entry: IndexEntry) -> int:
-    return entry.timestamp
-
-
-def _within_budget(batch: list[Message], budget: list[int], have_some: bool) -> list[Message]:
-    """The prefix of `batch` within the remaining byte budget (which it spends); the first
-    message of a read always fits."""
-    for kept, message in enumerate(batch):
-        size = len(message.value) + (len(message.key) if message.key else 0)
-        if size > budget[0] and (have_some or kept):
-            budget[0] = 0
-            return batch[:kept]
-        budget[0] = max(0, budget[0] - size)
-    return batch

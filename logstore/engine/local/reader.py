@@ -1,0 +1,247 @@
+"""Reading a topic's log: locating an offset, decoding frames, stepping over damage.
+
+A read snapshots the visible end offset first, then the segment tuple (so the segments it
+reads cover every offset below that end), locates the frame holding `offset` through the
+index (one B-tree lookup, then at most `INTERVAL_BYTES` of headers) and decodes whole
+frames with `frames.read_frames`, checking the CRC of every frame it returns messages of.
+
+Damage: each topic keeps the damaged regions it knows of (`TopicLog.add_damage`); a read
+stops before one, raises `Corruption` for an offset inside one, and jumps over one it has
+no need of. A read that meets damage it does not know yet (recovery scans only the tail)
+walks that segment again in resync mode from where it started, keeps what it finds, and
+reads again. Reads take no lock; they pin the descriptors they read.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import lmdb
+
+from ... import frames as record
+from ...errors import Corruption, OffsetOutOfRange
+from ...frames import FrameError
+from ...types import Message
+from .index import IndexEntry
+from .segment import READ_CHUNK, DamagedRegion, ScanStop, pread_exactly, scan
+
+if TYPE_CHECKING:
+    from .log import TopicLog
+
+
+def read(topic: TopicLog, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
+    """Up to `max_messages` visible messages from `offset` (at least one if any).
+
+    A read that reaches damaged bytes returns the messages before them, or raises
+    `Corruption` when they hold `offset` itself; it steps over damage it has no need of.
+    """
+    topic._check_open()
+    visible = topic.visible.value  # first: segments read after it cover every offset below
+    segments = topic._segments
+    if offset < segments[0] or offset > visible:
+        raise OffsetOutOfRange(topic.topic_id, offset, segments[0], visible)
+    out: list[Message] = []
+    if offset == visible or max_messages <= 0:
+        return out
+    i, position, frame_offset = _locate(topic, segments, offset)
+    budget = [max_bytes if max_bytes is not None else -1]
+    while True:
+        base = segments[i]
+        path = topic.segment_path(base)
+        start = _ReadStart(position, frame_offset, offset, len(out), budget[0])
+        try:
+            with topic._ctx.handles.pinned(path) as fd:
+                while True:
+                    try:
+                        offset, done = _read_segment(
+                            topic, fd, path, base, start, visible, out, max_messages, budget
+                        )
+                        break
+                    except FrameError as exc:  # damage not met before: learn it, retry
+                        _learn_damage(topic, fd, path, base, start, exc.position or 0)
+                        del out[start.had :]
+                        budget[0] = start.budget
+        except FileNotFoundError:
+            topic._check_open()
+            raise OffsetOutOfRange(
+                topic.topic_id, offset, topic.start_offset, topic.end_offset
+            ) from None
+        i += 1
+        if done or i >= len(segments) or offset >= visible:
+            return out
+        position, frame_offset = 0, segments[i]
+
+
+def _read_segment(
+    topic: TopicLog, fd, path, base, start, visible, out, limit, budget
+) -> tuple[int, bool]:
+    """Read on in one segment; (next offset, done). Not done = its end was reached.
+
+    Raises `FrameError` (with the absolute position) at damage it does not know yet."""
+    position, frame_offset, offset = start.position, start.frame_offset, start.offset
+    regions = topic._damage.get(base, ())
+    want = min(READ_CHUNK, 8192 + 512 * limit)
+    while frame_offset < visible and len(out) < limit:
+        region = next((r for r in regions if r.position >= position), None)
+        if region is not None and region.position == position:
+            if offset < region.next_offset:
+                if out:
+                    return offset, True
+                raise Corruption(path, region.position, region.reason)
+            position, frame_offset = region.end, region.next_offset
+            continue
+        size = want if region is None else min(want, region.position - position)
+        chunk = pread_exactly(fd, size, position)
+        if not chunk:
+            return offset, False
+        had = len(out)
+        try:
+            used, frame_offset = record.read_frames(
+                chunk, 0, frame_offset, offset, visible, limit, out
+            )
+        except FrameError as exc:
+            raise FrameError(str(exc), position + (exc.position or 0)) from None
+        if len(out) > had:
+            if budget[0] >= 0:
+                kept = _within_budget(out[had:], budget, bool(had))
+                if len(kept) < len(out) - had:
+                    del out[had + len(kept) :]
+                    return out[-1].offset + 1, True
+            offset = out[-1].offset + 1
+        elif used == 0:  # the next frame is larger than what was read
+            length = record.parse_header(chunk, 0).length
+            if len(chunk) < want or position + length > os.fstat(fd).st_size:
+                raise FrameError("the segment ends inside a frame", position)
+            want = length
+        position += used
+    return offset, True
+
+
+def _learn_damage(
+    topic: TopicLog, fd: int, path: str, base: int, start: _ReadStart, at: int
+) -> None:
+    """Walk from `start` past byte `at`, where a read failed (and on to the first damage
+    if `at` was too early), and keep the damage found.
+
+    Raises `Corruption` when the walk finds none there (so a read never loops)."""
+    with topic._io_lock:  # one learner at a time; the regions are replaced, not mutated
+        known = topic._damage.get(base, ())
+        found = []
+        for item in scan(fd, start.position, start.frame_offset, resync=True):
+            if isinstance(item, ScanStop):
+                break
+            if isinstance(item, DamagedRegion):
+                if item not in known:
+                    found.append(item)
+            elif item[0] > at and found:
+                break
+        if not found:
+            raise Corruption(path, at, "a frame fails its checks where a read met it")
+        topic.add_damage(base, found)
+
+
+def _locate(topic: TopicLog, segments: tuple[int, ...], offset: int) -> tuple[int, int, int]:
+    """(segment index, byte position, frame offset) of a frame at or before `offset`,
+    past any known damage below `offset`."""
+    i = bisect_right(segments, offset) - 1
+    entry = None
+    pending = topic._pending
+    if pending and pending[0].offset <= offset:
+        entry = pending[bisect_right(pending, offset, key=_entry_offset) - 1]
+    elif topic._ctx.index is not None:
+        try:
+            entry = topic._ctx.index.floor(topic.uid, offset)
+        except lmdb.Error:
+            topic._check_open()  # closed under us: StoreClosed, else just scan
+    if entry is not None and entry.segment_base == segments[i]:
+        position, frame_offset = entry.position, entry.offset
+    else:
+        position, frame_offset = 0, segments[i]
+    for region in topic._damage.get(segments[i], ()):
+        if region.position >= position and region.next_offset <= offset:
+            position, frame_offset = region.end, region.next_offset
+    return i, position, frame_offset
+
+
+def offset_for_time(topic: TopicLog, timestamp: int) -> int:
+    """The first visible offset whose timestamp is >= `timestamp` (end offset if none)."""
+    topic._check_open()
+    visible = topic.visible.value  # first: segments read after it cover every offset below
+    segments = topic._segments
+    entry = None
+    pending = topic._pending
+    if pending and pending[0].timestamp < timestamp:
+        entry = pending[bisect_left(pending, timestamp, key=_entry_timestamp) - 1]
+    elif topic._ctx.index is not None:
+        try:
+            entry = topic._ctx.index.floor_time(topic.uid, timestamp)
+        except lmdb.Error:
+            topic._check_open()
+    if entry is None or entry.segment_base not in segments:
+        i, position, frame_offset = 0, 0, segments[0]
+    else:
+        i, position, frame_offset = (
+            segments.index(entry.segment_base),
+            entry.position,
+            entry.offset,
+        )
+    while frame_offset < visible:
+        path = topic.segment_path(segments[i])
+        try:
+            with topic._ctx.handles.pinned(path) as fd:
+                for item in scan(fd, position, frame_offset, verify=False, resync=True):
+                    if isinstance(item, ScanStop):
+                        break
+                    if isinstance(item, DamagedRegion):
+                        continue
+                    _, header = item
+                    if header.base_offset >= visible:
+                        return visible
+                    if header.timestamp >= timestamp:
+                        return header.base_offset
+        except FileNotFoundError:
+            return offset_for_time(topic, timestamp)
+        if item.error is not None:
+            if item.next_offset >= visible:
+                return visible
+            raise Corruption(path, item.position, item.error)
+        frame_offset = item.next_offset
+        i += 1
+        if i >= len(segments):
+            break
+        position = 0
+    return visible
+
+
+@dataclass(slots=True, frozen=True)
+class _ReadStart:
+    """Where a read of one segment began: it restarts there after learning of damage."""
+
+    position: int
+    frame_offset: int
+    offset: int
+    had: int
+    budget: int
+
+
+def _entry_offset(entry: IndexEntry) -> int:
+    return entry.offset
+
+
+def _entry_timestamp(entry: IndexEntry) -> int:
+    return entry.timestamp
+
+
+def _within_budget(batch: list[Message], budget: list[int], have_some: bool) -> list[Message]:
+    """The prefix of `batch` within the remaining byte budget (which it spends); the first
+    message of a read always fits."""
+    for kept, message in enumerate(batch):
+        size = len(message.value) + (len(message.key) if message.key else 0)
+        if size > budget[0] and (have_some or kept):
+            budget[0] = 0
+            return batch[:kept]
+        budget[0] = max(0, budget[0] - size)
+    return batch
