@@ -45,6 +45,7 @@ from ...errors import (
     TopicNotFound,
 )
 from ...frames import FrameError, Message
+from ...group_commit import GroupCommit
 from ...waiting import Watermark
 from ..base import Batch
 from . import follower, reader, retention
@@ -88,12 +89,11 @@ class TopicLog:
         self.uid = meta.uid
         self.directory = directory
         self._ctx = ctx
-        self._lock = threading.Lock()  # the queue: offsets handed out, frames waiting
-        self._idle = threading.Condition(self._lock)
         self._io_lock = threading.Lock()  # the files: writes, syncs, rolls, retention
-        self._queue: list[tuple[bytes, int, int, int]] = []
-        self._batch = _Batch()
-        self._leading = False
+        self._commits: GroupCommit[_Frame] = GroupCommit(
+            self._write_batch_locked, self._void_queued, exclusive=self._io_lock, name=topic_id
+        )
+        self._lock = self._commits.lock  # the queue: offsets handed out, frames waiting
         self._next_offset = 0
         self._segments: tuple[int, ...] = ()
         self._active_path = ""
@@ -191,79 +191,40 @@ class TopicLog:
                         frame = record.encode(base, ts, records)
                 except record.FrameTooLarge as exc:
                     raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
-                queued.append((frame, base, base + len(records), ts))
+                queued.append(_Frame(frame, base, base + len(records), ts))
                 base += len(records)
             self._next_offset = base
             self._last_ts = ts
-            self._queue.extend(queued)
-            batch = self._batch
-            lead = not self._leading
-            heir = False
-            if lead:
-                self._leading = True
-            elif batch.done is None:
-                batch.done, batch.heir, heir = threading.Event(), threading.Event(), True
-        if lead:
-            self._lead()
-        elif heir:
-            batch.heir.wait()
-            if not batch.finished:
-                self._lead()  # handed over: this caller writes its own batch
-        else:
-            batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        return [first for _, first, _, _ in queued]
+            ticket = self._commits.enqueue_locked(queued)
+        self._commits.wait(ticket)
+        return [frame.first for frame in queued]
 
-    def _lead(self) -> None:
-        """Write the batch at the head of the queue, then hand leadership to the next one."""
-        with self._io_lock:
-            with self._lock:
-                items, batch = self._queue, self._batch
-                self._queue, self._batch = [], _Batch()
-            try:
-                self._write_batch_locked(items)
-            except Exception as exc:  # every caller must hear of it, whatever it was
-                if not isinstance(exc, LogstoreError):
-                    log.exception("topic %r: unexpected failure writing", self.topic_id)
-                    exc = StorageError(self.topic_id, f"unexpected failure: {exc!r}")
-                with self._lock:
-                    # Frames queued behind this batch were numbered after it: void them.
-                    behind, self._batch, self._queue = self._batch, _Batch(), []
-                    self._next_offset = self._end
-                behind.finish(exc)
-                batch.finish(exc)
-            else:
-                batch.finish(None)
-            with self._lock:
-                if not self._queue:
-                    self._leading = False
-                    if self._closed is not None:
-                        self._idle.notify_all()
-                    return
-                heir = self._batch.heir
-        heir.set()  # the next batch's first caller leads it; `_leading` stays set
+    def _void_queued(self, failed: list[_Frame], behind: list[_Frame]) -> list[_Frame]:
+        """A batch failed: frames queued behind it were numbered after it, so void them."""
+        self._next_offset = self._end
+        return []
 
-    def _write_batch_locked(self, items: list[tuple[bytes, int, int, int]]) -> None:
+    def _write_batch_locked(self, items: list[_Frame]) -> None:
         """Write queued frames with one `pwrite`, rolling first if the first one does not fit.
 
         A batch never spans segments (it may overshoot `segment_bytes` by its own size), so a
         failure leaves the whole batch unwritten: callers never get an error for data that
         was in fact stored."""
-        if self._active_size and self._active_size + len(items[0][0]) > self.meta.segment_bytes:
+        first = items[0].data
+        if self._active_size and self._active_size + len(first) > self.meta.segment_bytes:
             self._roll_locked()
         position = self._active_size
         segment = self._segments[-1]
-        for frame, base, _, ts in items:
+        for item in items:
             if position == 0 or self._since_entry >= INTERVAL_BYTES:
-                self._pending.append(IndexEntry(base, segment, position, ts))
+                self._pending.append(IndexEntry(item.first, segment, position, item.timestamp))
                 self._since_entry = 0
-            self._since_entry += len(frame)
-            position += len(frame)
-        data = items[0][0] if len(items) == 1 else b"".join([frame for frame, *_ in items])
+            self._since_entry += len(item.data)
+            position += len(item.data)
+        data = first if len(items) == 1 else b"".join([item.data for item in items])
         handle = self._ctx.handles.acquire(self._active_path)
         try:
-            self._pwrite_locked(handle.fd, data, items[-1][2])
+            self._pwrite_locked(handle.fd, data, items[-1].end)
             if self._ctx.fsync == "always":
                 self._sync_locked(handle.fd)
             else:
@@ -474,8 +435,7 @@ class TopicLog:
             if self._closed is not None:
                 return
             self._closed = reason or StoreClosed()
-            while self._leading:
-                self._idle.wait()
+            self._commits.drain_locked()
         try:
             with self._io_lock:
                 if reason is None and not self._ctx.readonly:
@@ -497,25 +457,14 @@ class TopicLog:
         follower.refresh(self)
 
 
-class _Batch:
-    """The callers whose frames one leader writes together, and how that went.
+@dataclass(slots=True, frozen=True)
+class _Frame:
+    """One queued frame and the offsets and timestamp it was numbered with."""
 
-    The event exists only once a follower joins: a lone writer never pays for one."""
-
-    __slots__ = ("done", "error", "finished", "heir")
-
-    def __init__(self) -> None:
-        self.done: threading.Event | None = None
-        self.heir: threading.Event | None = None  # the first follower waits here
-        self.error: LogstoreError | None = None
-        self.finished = False
-
-    def finish(self, error: LogstoreError | None) -> None:
-        self.error = error
-        self.finished = True
-        if self.done is not None:
-            self.done.set()
-            self.heir.set()
+    data: bytes
+    first: int  # base offset
+    end: int  # the offset after its last message
+    timestamp: int
 
 
 def _region_position(region: DamagedRegion) -> int:

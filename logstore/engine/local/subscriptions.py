@@ -15,10 +15,9 @@ records of a deleted topic never attach to a re-created one of the same id.
 
 Durability follows the store's fsync policy. Under "always" a call that changes the state
 (subscribe, unsubscribe, ack, commit, seek, and the facade's "terminate" after it
-dead-lettered exhausted messages) returns after
-an LMDB commit that holds it; concurrent callers share one commit (group commit, as in
-`TopicLog.append`: the first caller leads, commits every dirty subscription at once and
-wakes the others). Under "interval" and "never" memory is the authority: dirty subscriptions
+dead-lettered exhausted messages) returns after an LMDB commit that holds it; concurrent
+callers share one commit (`group_commit`, the helper the topic log's appends use too: the
+first caller leads, commits every dirty subscription at once and wakes the others). Under "interval" and "never" memory is the authority: dirty subscriptions
 are committed by `maintain()` (the store's maintenance thread, about once a second) and by
 `close()`. A crash forgets at most that window, and those messages are delivered again.
 
@@ -44,7 +43,8 @@ Subscriptions of a topic load from LMDB on first use, so opening a store costs n
 subscription.
 
 Thread-safety: every public method is thread-safe. Locks nest only in this order: the
-engine's lock -> an LMDB write transaction -> `_lock` (the registry) -> `_commit_lock`.
+engine's lock -> an LMDB write transaction -> `_lock` (the registry) -> `_commit_lock`
+(the queue of the group commit, `group_commit.GroupCommit`).
 A subscription's `lock` is held only for in-memory work: no file is read or written, no
 LMDB transaction begins and nothing is fsynced under it (the committer snapshots each
 subscription under its lock first, then commits holding none).
@@ -64,7 +64,6 @@ import lmdb
 
 from ...errors import (
     InvalidArgument,
-    LogstoreError,
     OffsetOutOfRange,
     StorageError,
     StoreClosed,
@@ -72,6 +71,7 @@ from ...errors import (
     SubscriptionNotFound,
     TopicNotFound,
 )
+from ...group_commit import GroupCommit
 from ...types import Delivery, Grant, Message, SubscriptionInfo
 from ...waiting import Watermark
 from ..base import Leased, Outcome, SubscriptionSettings
@@ -102,16 +102,6 @@ class _Group:
 _Resolved = tuple[TopicLog, "_Group", SubscriptionState]
 
 
-class _Batch:
-    """The callers whose changes one leader commits together, and how that went."""
-
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: LogstoreError | None = None
-
-
 class Subscriptions:
     """Every subscription of a store: the local engine's half that leases and settles."""
 
@@ -131,11 +121,10 @@ class Subscriptions:
         self._lock = threading.Lock()  # the registry: _groups
         self._groups: dict[str, _Group] = {}
         self._deleted_uids: set[int] = set()  # incarnations of deleted topics
-        self._commit_lock = threading.Lock()  # _dirty, _batch, _leading, _closed
-        self._idle = threading.Condition(self._commit_lock)
-        self._dirty: set[bytes] = set()
-        self._batch = _Batch()
-        self._leading = False
+        self._commits: GroupCommit[bytes] = GroupCommit(
+            self._write, _keep_dirty, name="subscriptions"
+        )  # of the keys of subscriptions whose state changed
+        self._commit_lock = self._commits.lock  # also guards _closed
         self._closed = False
         self._subs_db = self._acks_db = None
         self._open_dbs()
@@ -466,52 +455,23 @@ class Subscriptions:
     # ------------------------------------------------------------ durability
 
     def _persist(self, sub: SubscriptionState, *, wait: bool) -> None:
-        """Queue the subscription's state for commit; with `wait`, return once committed."""
+        """Queue the subscription's state for commit; with `wait`, return once committed
+        (concurrent callers share one LMDB commit: see `group_commit`)."""
         with self._commit_lock:
             if self._closed:
                 raise StoreClosed()
-            self._dirty.add(sub.key)
             if not wait:
+                self._commits.defer_locked([sub.key])
                 return
-            batch = self._batch
-            lead = not self._leading
-            self._leading = True
-        if lead:
-            self._lead()
-        else:
-            batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+            ticket = self._commits.enqueue_locked([sub.key])
+        self._commits.wait(ticket)
 
-    def _lead(self) -> None:
-        """Commit every dirty subscription, batch after batch, until none is left."""
-        while True:
-            with self._commit_lock:
-                keys, batch = self._dirty, self._batch
-                if not keys:
-                    self._leading = False
-                    self._idle.notify_all()
-                    return
-                self._dirty, self._batch = set(), _Batch()
-            try:
-                self._write(keys)
-            except LogstoreError as exc:
-                with self._commit_lock:
-                    # Keep the keys dirty for the next try; fail this batch and the next.
-                    self._dirty |= keys
-                    behind, self._batch = self._batch, _Batch()
-                    self._leading = False
-                    self._idle.notify_all()
-                for failed in (batch, behind):
-                    failed.error = exc
-                    failed.done.set()
-                return
-            batch.done.set()
-
-    def _write(self, keys: set[bytes]) -> None:
+    def _write(self, keys: list[bytes]) -> None:
         """One LMDB commit of these subscriptions' current state (or deletion)."""
+        if not keys:
+            return
         rows = []
-        for key in keys:
+        for key in set(keys):
             sub = self._find(key)
             if sub is None:
                 rows.append((key, None, b""))
@@ -548,13 +508,9 @@ class Subscriptions:
         that a catch-up past retention moved (nobody waits for those).
         """
         with self._commit_lock:
-            if not self._dirty or self._leading or self._closed:
+            if self._closed:
                 return
-            batch = self._batch
-            self._leading = True
-        self._lead()
-        if batch.error is not None:
-            raise batch.error
+        self._commits.flush()
 
     def close(self) -> None:
         """Commit what is dirty, then wake every poller (they get StoreClosed)."""
@@ -562,9 +518,7 @@ class Subscriptions:
             if self._closed:
                 return
             self._closed = True
-            while self._leading:
-                self._idle.wait()
-            keys, self._dirty = self._dirty, set()
+            keys = self._commits.drain_locked()
         with self._lock:
             groups = list(self._groups.values())
         for group in groups:
@@ -639,7 +593,7 @@ class Subscriptions:
                     )
         if stale and not self._readonly:
             with self._commit_lock:
-                self._dirty.update(stale)  # not live: the next commit deletes them
+                self._commits.defer_locked(stale)  # not live: the next commit deletes them
         return group
 
 
@@ -688,6 +642,11 @@ def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
                     raise
                 first = topic.start_offset
     return out
+
+
+def _keep_dirty(failed: list[bytes], behind: list[bytes]) -> list[bytes]:
+    """A commit failed: its subscriptions stay dirty, for the next one to try again."""
+    return failed + behind
 
 
 def _timeout(leased: Leased, deadline: float, lease_deadline: float | None) -> float | None:

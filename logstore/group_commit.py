@@ -1,0 +1,164 @@
+"""Group commit: many callers' work written by one of them at a time, together.
+
+Callers queue items; a caller that finds no leader becomes it and writes everything queued
+with one call of `write` (one `pwrite` + one fsync, or one LMDB commit), while later callers
+queue up behind it. When the leader is done it wakes the callers of its batch with one
+event and hands leadership to the first caller of the next batch, so no caller waits for
+more than its own batch and the one before (LevelDB's writer queue). A lone caller pays for
+no event at all.
+
+Used by the topic log (frames, numbered under `lock` as they are queued) and by the
+subscription commits (dirty subscription keys). Thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Generic, TypeVar
+
+from .errors import LogstoreError, StorageError
+
+log = logging.getLogger("logstore.group_commit")
+
+T = TypeVar("T")
+
+
+class _Batch:
+    """The callers whose items one leader writes together, and how that went.
+
+    The events exist only once a follower joins: a lone writer never pays for one."""
+
+    __slots__ = ("done", "error", "finished", "heir")
+
+    def __init__(self) -> None:
+        self.done: threading.Event | None = None
+        self.heir: threading.Event | None = None  # the first follower waits here
+        self.error: LogstoreError | None = None
+        self.finished = False
+
+    def finish(self, error: LogstoreError | None) -> None:
+        self.error = error
+        self.finished = True
+        if self.done is not None:
+            self.done.set()
+            self.heir.set()
+
+
+class Ticket:
+    """A caller's place in the queue: its batch, and whether it leads or inherits it."""
+
+    __slots__ = ("batch", "heir", "lead")
+
+    def __init__(self, batch: _Batch, lead: bool, heir: bool):
+        self.batch = batch
+        self.lead = lead
+        self.heir = heir
+
+
+class GroupCommit(Generic[T]):
+    """The queue and its leadership. `write(items)` stores a batch or raises.
+
+    `on_failure(failed, behind)`, called under `lock` when `write` raised, returns the items
+    to keep queued for the next leader; every caller of the failed batch, and of the batch
+    queued behind it, gets the error (items numbered after a failed batch must not land).
+    `exclusive` (optional) is held around taking the queue and writing it.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], None],
+        on_failure: Callable[[list[T], list[T]], list[T]],
+        *,
+        exclusive: threading.Lock | None = None,
+        name: str = "",
+    ):
+        self.lock = threading.Lock()  # the queue; callers may hold it to number their items
+        self._idle = threading.Condition(self.lock)
+        self._write = write
+        self._on_failure = on_failure
+        self._exclusive: AbstractContextManager = exclusive or nullcontext()
+        self._name = name
+        self._queue: list[T] = []
+        self._batch = _Batch()
+        self._leading = False
+
+    def submit(self, items: list[T]) -> None:
+        """Queue `items` and return once they are written (or raise why not)."""
+        with self.lock:
+            ticket = self.enqueue_locked(items)
+        self.wait(ticket)
+
+    def enqueue_locked(self, items: list[T]) -> Ticket:
+        """Queue `items` (the caller holds `lock`); then `wait(ticket)` outside the lock."""
+        self._queue.extend(items)
+        batch = self._batch
+        if not self._leading:
+            self._leading = True
+            return Ticket(batch, lead=True, heir=False)
+        if batch.done is None:
+            batch.done, batch.heir = threading.Event(), threading.Event()
+            return Ticket(batch, lead=False, heir=True)
+        return Ticket(batch, lead=False, heir=False)
+
+    def defer_locked(self, items: list[T]) -> None:
+        """Queue `items` for the next leader or `flush`, without waiting (caller holds `lock`)."""
+        self._queue.extend(items)
+
+    def wait(self, ticket: Ticket) -> None:
+        """Lead, inherit or wait for the ticket's batch; raise its error, if any."""
+        batch = ticket.batch
+        if ticket.lead:
+            self._lead()
+        elif ticket.heir:
+            batch.heir.wait()
+            if not batch.finished:
+                self._lead()  # handed over: this caller writes its own batch
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def flush(self) -> None:
+        """Write what is queued now, unless a leader is already at it (background flush)."""
+        with self.lock:
+            if self._leading or not self._queue:
+                return
+            ticket = self.enqueue_locked([])
+        self.wait(ticket)
+
+    def drain_locked(self) -> list[T]:
+        """Wait (holding `lock`) until no leader runs; take what is still queued."""
+        while self._leading:
+            self._idle.wait()
+        items, self._queue = self._queue, []
+        return items
+
+    def _lead(self) -> None:
+        """Write the batch at the head of the queue, then hand leadership to the next one."""
+        with self._exclusive:
+            with self.lock:
+                items, batch = self._queue, self._batch
+                self._queue, self._batch = [], _Batch()
+            try:
+                self._write(items)
+            except Exception as exc:  # every caller must hear of it, whatever it was
+                if not isinstance(exc, LogstoreError):
+                    log.exception("%s: unexpected failure writing a batch", self._name)
+                    exc = StorageError(self._name, f"unexpected failure: {exc!r}")
+                with self.lock:
+                    behind, self._batch = self._batch, _Batch()
+                    self._queue = self._on_failure(items, self._queue)
+                behind.finish(exc)
+                batch.finish(exc)
+            else:
+                batch.finish(None)
+            with self.lock:
+                if not self._queue or self._batch.heir is None:
+                    self._leading = False
+                    self._idle.notify_all()
+                    return
+                heir = self._batch.heir
+        heir.set()  # the next batch's first caller leads it; `_leading` stays set
