@@ -46,7 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from logstore import Store, record
+from logstore import Store
+from logstore import frames as record
 
 SIZES = (100, 1024)
 POLICIES = ("never", "interval", "always")

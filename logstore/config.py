@@ -17,13 +17,22 @@ DEFAULT_MAX_MESSAGE_BYTES = 2**20
 MAX_BATCH_MESSAGES = 10_000
 
 
+_CHECKED: set[str] = set()  # names that passed: every write checks its topic id again
+_CHECKED_LIMIT = 65536
+
+
 def check_name(name: object, what: str = "topic id") -> str:
     """`name` if it is a valid topic id / subscription name; `InvalidName` otherwise."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if type(name) is str and name in _CHECKED:
+        return name
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidName(
             f"invalid {what} {name!r}: use 1 to 249 characters from A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit"
         )
+    if len(_CHECKED) >= _CHECKED_LIMIT:
+        _CHECKED.clear()
+    _CHECKED.add(name)
     return name
 
 

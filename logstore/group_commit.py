@@ -47,15 +47,10 @@ class _Batch:
             self.heir.set()
 
 
-class Ticket:
-    """A caller's place in the queue: its batch, and whether it leads or inherits it."""
-
-    __slots__ = ("batch", "heir", "lead")
-
-    def __init__(self, batch: _Batch, lead: bool, heir: bool):
-        self.batch = batch
-        self.lead = lead
-        self.heir = heir
+LEAD, INHERIT, FOLLOW = 0, 1, 2
+Ticket = tuple[_Batch, int]
+"""A caller's place in the queue: its batch, and whether it leads, inherits or follows it
+(a tuple: this is on the path of every write)."""
 
 
 class GroupCommit(Generic[T]):
@@ -84,6 +79,7 @@ class GroupCommit(Generic[T]):
         self._queue: list[T] = []
         self._batch = _Batch()
         self._leading = False
+        self._draining = False  # someone waits in `drain_locked` for the leader to finish
 
     def submit(self, items: list[T]) -> None:
         """Queue `items` and return once they are written (or raise why not)."""
@@ -97,11 +93,11 @@ class GroupCommit(Generic[T]):
         batch = self._batch
         if not self._leading:
             self._leading = True
-            return Ticket(batch, lead=True, heir=False)
+            return batch, LEAD
         if batch.done is None:
             batch.done, batch.heir = threading.Event(), threading.Event()
-            return Ticket(batch, lead=False, heir=True)
-        return Ticket(batch, lead=False, heir=False)
+            return batch, INHERIT
+        return batch, FOLLOW
 
     def defer_locked(self, items: list[T]) -> None:
         """Queue `items` for the next leader or `flush`, without waiting (caller holds `lock`)."""
@@ -109,10 +105,10 @@ class GroupCommit(Generic[T]):
 
     def wait(self, ticket: Ticket) -> None:
         """Lead, inherit or wait for the ticket's batch; raise its error, if any."""
-        batch = ticket.batch
-        if ticket.lead:
+        batch, role = ticket
+        if role == LEAD:
             self._lead()
-        elif ticket.heir:
+        elif role == INHERIT:
             batch.heir.wait()
             if not batch.finished:
                 self._lead()  # handed over: this caller writes its own batch
@@ -132,6 +128,7 @@ class GroupCommit(Generic[T]):
     def drain_locked(self) -> list[T]:
         """Wait (holding `lock`) until no leader runs; take what is still queued."""
         while self._leading:
+            self._draining = True
             self._idle.wait()
         items, self._queue = self._queue, []
         return items
@@ -158,7 +155,8 @@ class GroupCommit(Generic[T]):
             with self.lock:
                 if not self._queue or self._batch.heir is None:
                     self._leading = False
-                    self._idle.notify_all()
+                    if self._draining:
+                        self._idle.notify_all()
                     return
                 heir = self._batch.heir
         heir.set()  # the next batch's first caller leads it; `_leading` stays set

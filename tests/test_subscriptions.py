@@ -255,7 +255,10 @@ def test_a_poll_that_cannot_read_leases_nothing(data_dir):
             store.write("t", b"." * 100)
         store.subscribe("t", "s")
     [segment] = [
-        os.path.join(root, f) for root, _, files in os.walk(data_dir / "topics") for f in files
+        os.path.join(root, f)
+        for root, _, files in os.walk(data_dir / "topics")
+        for f in files
+        if f.endswith(".log")
     ]
     with open(segment, "r+b") as f:
         f.seek(32 + 12)

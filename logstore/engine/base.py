@@ -43,7 +43,7 @@ class SubscriptionSettings:
     dead_letter_topic: str | None  # where the facade sends exhausted messages
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Batch:
     """One atomic batch to append: plain values (the fast path) or `Record`s."""
 

@@ -36,12 +36,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+import lmdb
+
 from ...config import Stats
 from ...errors import (
     InvalidArgument,
     LogstoreError,
     ReadOnlyStore,
-    StorageError,
     StoreClosed,
     StoreLocked,
     TopicExists,
@@ -49,6 +50,7 @@ from ...errors import (
 )
 from ...types import Message, SubscriptionInfo, TopicInfo
 from ..base import Batch, Leased, Outcome, SubscriptionSettings, TopicSettings
+from .failures import storage_error
 from .handles import FileHandles
 from .index import OffsetIndex, boot_id, distrust
 from .log import LogContext, TopicLog, now_ms
@@ -194,10 +196,13 @@ class LocalEngine:
                 if exist_ok and same:
                     return self._info(topic_id, self._log_locked(topic_id))
                 raise TopicExists(topic_id, "" if same else " with different settings")
-            with self._meta.env.begin(write=True) as txn:
-                # Consumed even if this create fails: a directory it leaves is then nobody's,
-                # and the next open sweeps it, instead of a retry tripping over it.
-                uid = self._meta.next_uid(txn)
+            try:
+                with self._meta.env.begin(write=True) as txn:
+                    # Consumed even if this create fails: a directory it leaves is then
+                    # nobody's, and the next open sweeps it, instead of a retry tripping on it.
+                    uid = self._meta.next_uid(txn)
+            except lmdb.Error as exc:
+                raise storage_error(topic_id, exc, "committing a new topic's uid") from exc
             meta = TopicMeta(uid, *wanted, now_ms())
             directory = self._topic_dir(topic_id, uid)
             try:
@@ -206,9 +211,12 @@ class LocalEngine:
                 fsync_directory(self._topics_dir)
             except OSError as exc:
                 shutil.rmtree(directory, ignore_errors=True)  # best effort
-                raise StorageError(topic_id, f"{exc} while creating {directory}") from exc
-            with self._meta.env.begin(write=True) as txn:
-                self._meta.put_topic(txn, topic_id, meta)
+                raise storage_error(topic_id, exc, f"creating {directory}") from exc
+            try:
+                with self._meta.env.begin(write=True) as txn:
+                    self._meta.put_topic(txn, topic_id, meta)
+            except lmdb.Error as exc:  # the directory is nobody's: the next open sweeps it
+                raise storage_error(topic_id, exc, "committing the new topic") from exc
             topic = self._logs[topic_id] = TopicLog(self._ctx, topic_id, meta, directory)
             return self._info(topic_id, topic)
 
@@ -227,9 +235,12 @@ class LocalEngine:
             meta = self._meta.topic(topic_id)
             if meta is None:
                 raise TopicNotFound(topic_id)
-            with self._meta.env.begin(write=True) as txn:
-                self._meta.delete_topic(txn, topic_id)
-                self._subs.on_topic_deleted(txn, topic_id)
+            try:
+                with self._meta.env.begin(write=True) as txn:
+                    self._meta.delete_topic(txn, topic_id)
+                    self._subs.on_topic_deleted(txn, topic_id)
+            except lmdb.Error as exc:
+                raise storage_error(topic_id, exc, "committing the topic's deletion") from exc
             topic = self._logs.pop(topic_id, None)
         if topic is not None:
             topic.delete()
@@ -346,7 +357,7 @@ class LocalEngine:
         self._stop.set()
         if self._maintainer is not threading.current_thread():
             self._maintainer.join()
-        errors = []
+        errors: list[LogstoreError] = []
         try:
             self._subs.close()
         except LogstoreError as exc:
@@ -356,17 +367,26 @@ class LocalEngine:
                 topic.close()
             except LogstoreError as exc:
                 errors.append(exc)
-        self._ctx.handles.close_all()
-        if self._index is not None:
-            self._index.close()
-            if not self.readonly:
-                self._meta.record_index_session(boot_id(), clean=True)
-        self._meta.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
+        try:
+            self._ctx.handles.close_all()
+            if self._index is not None:
+                self._close_index()
+        except (OSError, lmdb.Error) as exc:
+            errors.append(storage_error("", exc, f"closing the store at {self.path}"))
+        finally:
+            self._meta.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # whatever failed: the directory is free again
         log.info("closed store %s", self.path)
         if errors:
             raise errors[0]
+
+    def _close_index(self) -> None:
+        """Sync the index, then record it clean; if either fails the next open, finding the
+        session still open, trusts it only in this boot (see `index`)."""
+        self._index.close()
+        if not self.readonly:
+            self._meta.record_index_session(boot_id(), clean=True)
 
     def _maintain(self, period: float) -> None:
         """Background duties: "interval" fsyncs, index checkpoints, retention by age."""

@@ -1,7 +1,9 @@
 """The read-only follower: a `Store(path, readonly=True)` in another process than the writer
 picks up what the writer appended, rolled or retained, by walking the new bytes of its
-segments (resync mode: it steps over kept damage like recovery does). It holds no lock on
-the directory and writes nothing; it looks again on every read and while waiting.
+segments (resync mode: it steps over kept damage like recovery does), up to the end offset
+the writer published (see `published`): under fsync="always" it never sees a message the
+writer has not made durable. It holds no lock on the directory and writes nothing; it looks
+again on every read and while waiting.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def refresh(topic: TopicLog) -> None:
             known, position, topic._end = [bases[0]], 0, bases[0]
         topic._sealed_sizes = {b: s for b, s in topic._sealed_sizes.items() if b in known}
         newer = [b for b in bases if b > known[-1]]
+        limit = topic._published.end()  # the writer's visible end: durable under "always"
         while True:
             path = topic.segment_path(known[-1])
             try:
@@ -40,7 +43,14 @@ def refresh(topic: TopicLog) -> None:
                         if isinstance(item, ScanStop):
                             break
                         if isinstance(item, tuple):
-                            topic._last_ts = item[1].timestamp
+                            at, header = item
+                            if limit is not None and header.next_offset > limit:
+                                item = ScanStop(at, header.base_offset)  # not yet published
+                                break
+                            topic._last_ts = header.timestamp
+                        elif limit is not None and item.next_offset > limit:
+                            item = ScanStop(item.position, item.first_offset)
+                            break
                         else:
                             topic.add_damage(known[-1], [item])
                 position, topic._end = item.position, item.next_offset

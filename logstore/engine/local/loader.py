@@ -31,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from ...errors import StorageError
+from .failures import storage_error
 from .index import INTERVAL_BYTES, IndexEntry
 from .segment import (
     DamagedRegion,
@@ -95,7 +95,7 @@ class Loader:
             try:
                 create_segment(self.directory, 0)
             except OSError as exc:
-                raise StorageError(self.topic_id, f"{exc} while creating {path}") from exc
+                raise storage_error(self.topic_id, exc, f"creating {path}") from exc
             bases = [0]
         found = None
         resume = self._index_resume_point(bases)
@@ -107,9 +107,14 @@ class Loader:
                     "topic %r: building the index from %d segment(s)", self.topic_id, len(bases)
                 )
             found = self._scan_tail(bases, IndexEntry(bases[0], bases[0], 0, 0), from_index=False)
-        if self._ctx.index is not None and not self._ctx.readonly:
-            self._ctx.index.drop(self.uid, from_offset=found.end_offset)
-            self._ctx.index.add(self.uid, found.entries)
+        if not self._ctx.readonly:
+            if found.active_size == 0 and found.segments[-1] != 0:
+                # A roll created this segment, and its directory fsync may have failed:
+                # make its entry durable before acknowledged data goes into it.
+                fsync_directory(self.directory)
+            if self._ctx.index is not None:
+                self._ctx.index.drop(self.uid, from_offset=found.end_offset)
+                self._ctx.index.add(self.uid, found.entries)
         return found
 
     def _index_resume_point(self, bases: list[int]) -> IndexEntry | None:
@@ -237,9 +242,12 @@ class Loader:
             reason,
             size - position,
         )
-        with self._ctx.handles.pinned(path) as fd:
-            os.ftruncate(fd, position)
-            os.fsync(fd)
+        try:
+            with self._ctx.handles.pinned(path) as fd:
+                os.ftruncate(fd, position)
+                os.fsync(fd)
+        except OSError as exc:  # the next open tries again: nothing was cut
+            raise storage_error(self.topic_id, exc, f"cutting the torn tail of {path}") from exc
         self._ctx.stats.truncated(size - position)
 
     def _remove_segments(self, bases: list[int], reason: str) -> None:

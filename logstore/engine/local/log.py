@@ -40,7 +40,6 @@ from ...errors import (
     LogstoreError,
     MessageTooLarge,
     StorageError,
-    StorageFull,
     StoreClosed,
     TopicNotFound,
 )
@@ -49,10 +48,12 @@ from ...group_commit import GroupCommit
 from ...waiting import Watermark
 from ..base import Batch
 from . import follower, reader, retention
+from .failures import is_space, storage_error
 from .handles import FileHandles
 from .index import INTERVAL_BYTES, IndexEntry, OffsetIndex
 from .loader import Loader, log_damage
 from .meta import TopicMeta
+from .published import Publisher, Subscriber
 from .segment import (
     DamagedRegion,
     create_segment,
@@ -64,7 +65,6 @@ from .segment import (
 log = logging.getLogger("logstore.topic")
 
 _PENDING_LIMIT = 32
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def now_ms() -> int:
@@ -109,6 +109,7 @@ class TopicLog:
         self._since_entry = 0
         self._dirty = False
         self._closed: LogstoreError | None = None
+        self._failed: StorageError | None = None  # set by a failed fsync: writes refused
         self.visible = Watermark(0)
         self._recover()
 
@@ -149,6 +150,10 @@ class TopicLog:
         self._damage = loaded.damage
         self._since_entry = INTERVAL_BYTES
         self.visible.reset(loaded.end_offset)
+        if self._ctx.readonly:
+            self._published: Publisher | Subscriber = Subscriber(self.directory)
+        else:
+            self._published = Publisher(self.directory, loaded.end_offset)
 
     def add_damage(self, base: int, found: list[DamagedRegion]) -> None:
         """Keep damage found after loading (by a read or a follower), logged once."""
@@ -179,6 +184,8 @@ class TopicLog:
         """
         with self._lock:
             self._check_open()
+            if self._failed is not None:
+                raise self._failed
             base = self._next_offset
             ts = max(now_ms(), self._last_ts)
             queued = []
@@ -229,7 +236,7 @@ class TopicLog:
                 self._sync_locked(handle.fd)
             else:
                 self._dirty = True
-                self.visible.advance(self._end)
+                self._make_visible()
         finally:
             self._ctx.handles.release(handle)
         if len(self._pending) >= _PENDING_LIMIT:
@@ -277,13 +284,30 @@ class TopicLog:
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            if self._ctx.fsync != "always":
-                # Readers have seen these messages already: cutting them would reuse offsets.
-                log.error(
-                    "topic %r: fsync of %s failed (%s); retrying later", self.topic_id, path, exc
-                )
-                raise self._storage_error(exc, f"syncing {path}") from exc
-            # The kernel may have dropped the unsynced pages (fsyncgate): keep nothing unsure.
+            raise self._fsync_failed(fd, path, exc) from exc
+        self._ctx.stats.fsynced(time.perf_counter() - started)
+        self._durable_end = self._end
+        self._durable_pos = self._active_size
+        self._dirty = False
+        self._make_visible()
+
+    def _make_visible(self) -> None:
+        """Readers here (the watermark) and followers elsewhere (`published`) see up to
+        `_end` now."""
+        self._published.publish(self._end)
+        self.visible.advance(self._end)
+
+    def _fsync_failed(self, fd: int, path: str, exc: OSError) -> StorageError:
+        """After a failed fsync the kernel may have dropped the written pages, and a later
+        fsync would report success for them (PostgreSQL's "fsyncgate"). So nothing unsure is
+        kept or retried: under "always" the file is cut back to what was synced before (no
+        caller of those bytes was told they were stored); where that cannot be done (readers
+        have seen the bytes: "interval", "never") or the device failed (not a full disk),
+        the topic refuses writes and syncs until the store is reopened, and reopening
+        recovers from what is on disk."""
+        error = self._storage_error(exc, f"syncing {path}")
+        cut = self._ctx.fsync == "always"
+        if cut:
             log.error(
                 "topic %r: fsync of %s failed (%s): cutting back to offset %d",
                 self.topic_id,
@@ -295,21 +319,27 @@ class TopicLog:
                 os.ftruncate(fd, self._durable_pos)
             except OSError as cut_exc:
                 log.error("topic %r: cannot cut back %s: %s", self.topic_id, path, cut_exc)
+                cut = False
             self._active_size = self._durable_pos
             self._end = self._durable_end
             self._pending = [e for e in self._pending if e.offset < self._end]
             self._since_entry = INTERVAL_BYTES
-            raise self._storage_error(exc, f"syncing {path}") from exc
-        self._ctx.stats.fsynced(time.perf_counter() - started)
-        self._durable_end = self._end
-        self._durable_pos = self._active_size
-        self._dirty = False
-        self.visible.advance(self._end)
+        if not cut or not is_space(exc):
+            log.error(
+                "topic %r: fsync of %s failed (%s): refusing writes until reopened",
+                self.topic_id,
+                path,
+                exc,
+            )
+            self._failed = StorageError(
+                self.topic_id,
+                f"an fsync of {path} failed ({exc}), so the topic refuses writes until the "
+                "store is reopened (reopening recovers from what is on disk)",
+            )
+        return error
 
     def _storage_error(self, exc: OSError, doing: str) -> StorageError:
-        if exc.errno in _SPACE_ERRNOS:
-            return StorageFull(self.topic_id, f"{os.strerror(exc.errno)} while {doing}")
-        return StorageError(self.topic_id, f"{exc} while {doing}")
+        return storage_error(self.topic_id, exc, doing)
 
     def _roll_locked(self) -> None:
         """Seal the active segment (synced first, unless fsync="never") and start a new one."""
@@ -324,12 +354,17 @@ class TopicLog:
         self._active_size = self._durable_pos = 0
         self._durable_end = self._end
         self._flush_index_locked()
-        self._retain_locked(now_ms())
+        try:
+            self._retain_locked(now_ms())
+        except OSError as exc:  # the write goes on; the maintenance thread tries again
+            log.error("topic %r: retention failed while rolling: %s", self.topic_id, exc)
 
     def sync(self) -> None:
         """Make everything written so far durable (the "interval" flusher calls this)."""
         with self._io_lock:
             if self._closed is None:
+                if self._failed is not None:
+                    raise self._failed
                 for path in self._unsynced_sealed:
                     try:
                         with self._ctx.handles.pinned(path) as fd:
@@ -337,7 +372,7 @@ class TopicLog:
                     except FileNotFoundError:
                         pass  # retention removed it
                     except OSError as exc:
-                        raise self._storage_error(exc, f"syncing {path}") from exc
+                        raise self._fsync_failed(-1, path, exc) from exc
                 self._unsynced_sealed = []
                 self._sync_locked()
                 self._flush_index_locked()
@@ -438,12 +473,13 @@ class TopicLog:
             self._commits.drain_locked()
         try:
             with self._io_lock:
-                if reason is None and not self._ctx.readonly:
+                if reason is None and not self._ctx.readonly and self._failed is None:
                     if self._ctx.fsync != "never":
                         self._sync_locked()
                     self._flush_index_locked()
         finally:
             self.visible.close()
+            self._published.close()
             for base in self._segments:
                 self._ctx.handles.forget(self.segment_path(base))
 
@@ -457,7 +493,7 @@ class TopicLog:
         follower.refresh(self)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class _Frame:
     """One queued frame and the offsets and timestamp it was numbered with."""
 

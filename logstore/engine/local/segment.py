@@ -19,6 +19,7 @@ continuity and (optionally) CRCs; recovery, the index rebuild, reads that meet d
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -188,9 +189,16 @@ def fsync_directory(path: str) -> None:
 
 
 def create_segment(directory: str, base_offset: int) -> str:
-    """Create the empty segment file `base_offset` in `directory`, durably; its path."""
+    """Create the empty segment file `base_offset` in `directory`, durably; its path.
+
+    An empty file of that name is taken over: a roll whose directory fsync failed left it,
+    and the retry must make its entry durable instead of tripping over it."""
     path = os.path.join(directory, segment_name(base_offset))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    os.close(fd)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if os.fstat(fd).st_size:
+            raise FileExistsError(errno.EEXIST, "a segment with data is in the way", path)
+    finally:
+        os.close(fd)
     fsync_directory(directory)
     return path

@@ -14,12 +14,13 @@ back to 8 bytes whenever the floor catches up. `uid` names the topic's incarnati
 records of a deleted topic never attach to a re-created one of the same id.
 
 Durability follows the store's fsync policy. Under "always" a call that changes the state
-(subscribe, unsubscribe, ack, commit, seek, and the facade's "terminate" after it
-dead-lettered exhausted messages) returns after an LMDB commit that holds it; concurrent
-callers share one commit (`group_commit`, the helper the topic log's appends use too: the
-first caller leads, commits every dirty subscription at once and wakes the others). Under "interval" and "never" memory is the authority: dirty subscriptions
-are committed by `maintain()` (the store's maintenance thread, about once a second) and by
-`close()`. A crash forgets at most that window, and those messages are delivered again.
+(subscribe, unsubscribe, ack, commit, seek, and the facade's "terminate" after it dead-
+lettered exhausted messages) returns after an LMDB commit that holds it; concurrent callers
+share one commit (`group_commit`, the helper the topic log's appends use too: the first
+caller leads, commits every dirty subscription at once and wakes the others). Under
+"interval" and "never" memory is the authority: dirty subscriptions are committed by
+`maintain()` (the store's maintenance thread, about once a second) and by `close()`. A
+crash forgets at most that window, and those messages are delivered again.
 
 Leases and delivery counts live in memory only: after a restart every unacknowledged message
 is deliverable again (at-least-once) and its delivery count starts again at 1, so
@@ -65,7 +66,6 @@ import lmdb
 from ...errors import (
     InvalidArgument,
     OffsetOutOfRange,
-    StorageError,
     StoreClosed,
     SubscriptionExists,
     SubscriptionNotFound,
@@ -75,6 +75,7 @@ from ...group_commit import GroupCommit
 from ...types import Delivery, Grant, Message, SubscriptionInfo
 from ...waiting import Watermark
 from ..base import Leased, Outcome, SubscriptionSettings
+from .failures import storage_error
 from .log import TopicLog, now_ms
 from .subscription_state import SubscriptionState, decode_acks, runs_of, state_key
 
@@ -491,10 +492,47 @@ class Subscriptions:
                     txn.put(key, acks, db=self._acks_db)
         except lmdb.Error as exc:
             topic_id = min(keys).split(b"\0", 1)[0].decode()
-            raise StorageError(topic_id, f"{exc} while committing subscription state") from exc
+            self._revert([sub for _, sub, _ in rows if sub is not None and sub.live])
+            raise storage_error(topic_id, exc, "committing subscription state") from exc
         for _, sub, _ in rows:
             if sub is not None:
                 sub.stored = True
+
+    def _revert(self, subs: list[SubscriptionState]) -> None:
+        """A commit failed: these subscriptions go back to their last committed state and
+        deliver again from its floor, as after a restart, so neither the callers (who get
+        the error) nor a later reader take for done what was not stored. A subscription
+        whose creation was not stored goes away. If even reading LMDB fails, the state is
+        left as it is (logged): the next open reads what was stored."""
+        try:
+            with self._meta.env.begin() as txn:
+                stored = {s.key: decode_acks(txn.get(s.key, db=self._acks_db)) for s in subs}
+        except lmdb.Error as exc:
+            log.error("cannot read back subscription state after a failed commit: %s", exc)
+            return
+        for sub in subs:
+            group = self._groups.get(sub.topic_id)
+            with sub.lock:
+                if not sub.stored:
+                    sub.live = False
+                else:
+                    floor, ranges = stored[sub.key]
+                    sub.reset(floor)
+                    sub.starts = [start for start, _ in ranges]
+                    sub.ends = [end for _, end in ranges]
+            if not sub.stored and group is not None:
+                with self._lock:
+                    if group.subs.get(sub.name) is sub:
+                        del group.subs[sub.name]
+            if group is not None:
+                group.bump()
+            log.warning(
+                "subscription %r on topic %r: a commit failed; back to its stored state "
+                "(ack floor %d), unacknowledged messages are delivered again",
+                sub.name,
+                sub.topic_id,
+                sub.floor,
+            )
 
     def _find(self, key: bytes) -> SubscriptionState | None:
         topic_id, name = key.decode().split("\0", 1)
@@ -645,8 +683,9 @@ def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
 
 
 def _keep_dirty(failed: list[bytes], behind: list[bytes]) -> list[bytes]:
-    """A commit failed: its subscriptions stay dirty, for the next one to try again."""
-    return failed + behind
+    """A commit failed (and `_write` reverted its subscriptions): those queued behind it
+    stay dirty, for the next commit."""
+    return behind
 
 
 def _timeout(leased: Leased, deadline: float, lease_deadline: float | None) -> float | None:
