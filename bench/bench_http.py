@@ -45,7 +45,7 @@ def bare_server(kind: str) -> None:
     import uvloop
     from aiohttp import web
 
-    from server import Limits, start
+    from logstore_server import Limits, start
 
     values: list[str] = []
     changed = asyncio.Event()
@@ -130,7 +130,16 @@ class Server:
 
 
 def logstore_server(data: str, fsync: str) -> Server:
-    cli = [sys.executable, "-m", "logstore.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    cli = [
+        sys.executable,
+        "-m",
+        "logstore_server.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
     return Server([*cli, "--data", data, "--fsync", fsync])
 
 

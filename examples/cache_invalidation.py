@@ -13,10 +13,11 @@ the offset it stopped at, so it misses nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
-from _http import DEFAULT_URL, Client
+from logstore.client import DEFAULT_URL, Client
 
 TOPIC = "cache-invalidation"
 
@@ -25,35 +26,28 @@ def worker(client: Client, number: int, offset: int) -> None:
     cache = {f"user:{i}": f"profile {i}" for i in range(1, 6)}
     print(f"worker {number}: ready with {len(cache)} cached keys", flush=True)
     while True:
-        page = client.call("GET", f"/topics/{TOPIC}/messages", offset=offset, wait=10)
-        for message in page["messages"]:
-            if message["headers"].get("kind") == "shutdown":
+        messages = client.read(TOPIC, offset, wait=10)
+        for message in messages:
+            if message.headers.get("kind") == "shutdown":
                 print(f"worker {number}: {len(cache)} keys left: {sorted(cache)}", flush=True)
                 return
-            cache.pop(message["key"], None)
-            print(f"worker {number}: evicted {message['key']}", flush=True)
-        offset = page["next_offset"]
+            key = message.key.decode()
+            cache.pop(key, None)
+            print(f"worker {number}: evicted {key}", flush=True)
+        if messages:
+            offset = messages[-1].offset + 1
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--offset", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    client = Client(args.url)
-    if args.worker is not None:
-        worker(client, args.worker, args.offset)
-        return
-    start = client.ensure_topic(TOPIC)["end_offset"]
+def broadcast(client: Client, url: str, count: int) -> None:
+    """Start the workers, publish two invalidations and a shutdown, print what they did."""
+    start = client.create_topic(TOPIC, exist_ok=True).end_offset
     workers = [
         subprocess.Popen(
             [
                 sys.executable,
                 __file__,
                 "--url",
-                args.url,
+                url,
                 "--worker",
                 str(n),
                 "--offset",
@@ -62,18 +56,32 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        for n in range(args.workers)
+        for n in range(count)
     ]
     for w in workers:  # each says it is ready before we publish
         print(w.stdout.readline(), end="")
-    client.publish(TOPIC, [{"key": "user:2", "value": "profile changed"}])
-    client.publish(TOPIC, [{"key": "user:4", "value": "account deleted"}])
-    client.publish(TOPIC, [{"value": "", "headers": {"kind": "shutdown"}}])
+    client.write(TOPIC, b"profile changed", key=b"user:2")
+    client.write(TOPIC, b"account deleted", key=b"user:4")
+    client.write(TOPIC, b"", headers={"kind": "shutdown"})
     for w in workers:
         out, _ = w.communicate(timeout=60)
         print(out, end="")
         if w.returncode != 0:
             sys.exit(f"a worker failed with exit code {w.returncode}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("LOGSTORE_URL", DEFAULT_URL))
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    with Client(args.url, token=os.environ.get("LOGSTORE_TOKEN")) as client:
+        if args.worker is not None:
+            worker(client, args.worker, args.offset)
+        else:
+            broadcast(client, args.url, args.workers)
 
 
 if __name__ == "__main__":

@@ -12,40 +12,43 @@ its last acknowledged message (at-least-once: an unacknowledged one comes again)
 from __future__ import annotations
 
 import argparse
+import os
 
-from _http import DEFAULT_URL, Client
+from logstore import Record
+from logstore.client import DEFAULT_URL, Client
 
 TOPIC = "orders"
 CONSUMERS = ("billing", "shipping", "analytics")
 
 
 def consume(client: Client, name: str) -> list[str]:
-    """Poll, handle, acknowledge, until nothing is left; the values handled."""
+    """Poll, handle, acknowledge (by lease token), until nothing is left; the values handled."""
     handled = []
-    path = f"/topics/{TOPIC}/subscriptions/{name}"
     while True:
-        messages = client.call("POST", f"{path}/poll", max=10, wait=0.5)["messages"]
-        if not messages:
+        deliveries = client.poll(TOPIC, name, max_messages=10, wait=0.5)
+        if not deliveries:
             return handled
-        handled += [m["value"] for m in messages]
-        client.call("POST", f"{path}/ack", {"offsets": [m["offset"] for m in messages]})
+        handled += [d.value.decode() for d in deliveries]
+        client.ack(TOPIC, name, [d.lease for d in deliveries])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--url", default=os.environ.get("LOGSTORE_URL", DEFAULT_URL))
     args = parser.parse_args()
-    client = Client(args.url)
-    client.ensure_topic(TOPIC)
-    for name in CONSUMERS:
-        client.call("PUT", f"/topics/{TOPIC}/subscriptions/{name}", {"start": "latest"})
-    orders = [{"value": f"order {n}", "key": f"customer-{n % 2}"} for n in range(1, 4)]
-    client.publish(TOPIC, orders)
-    for name in CONSUMERS:
-        handled = consume(client, name)
-        print(f"{name}: {', '.join(handled)}")
-        info = client.call("GET", f"/topics/{TOPIC}/subscriptions/{name}")
-        print(f"{name}: lag {info['lag']}, acknowledged up to offset {info['ack_floor']}")
+    with Client(args.url, token=os.environ.get("LOGSTORE_TOKEN")) as client:
+        client.create_topic(TOPIC, exist_ok=True)
+        for name in CONSUMERS:
+            client.subscribe(TOPIC, name, start="latest")
+        orders = [
+            Record(f"order {n}".encode(), key=f"customer-{n % 2}".encode()) for n in (1, 2, 3)
+        ]
+        client.write_many(TOPIC, orders)
+        for name in CONSUMERS:
+            handled = consume(client, name)
+            print(f"{name}: {', '.join(handled)}")
+            info = client.subscription(TOPIC, name)
+            print(f"{name}: lag {info.lag}, acknowledged up to offset {info.ack_floor}")
 
 
 if __name__ == "__main__":

@@ -13,54 +13,41 @@ besides the data itself. Keys, headers and values are copied; timestamps are the
 from __future__ import annotations
 
 import argparse
-import base64
-
-from _http import DEFAULT_URL, Client
+import os
 
 from logstore import Record, Store
+from logstore.client import DEFAULT_URL, Client
 
 
-def _bytes(message: dict, field: str) -> bytes | None:
-    if f"{field}_b64" in message:
-        return base64.b64decode(message[f"{field}_b64"])
-    text = message.get(field)
-    return None if text is None else text.encode()
-
-
-def replicate(client: Client, replica: Store, topic: str, once: bool) -> int:
+def replicate(leader: Client, replica: Store, topic: str, once: bool) -> int:
     """Copy new messages until caught up (`once`) or forever; the number copied."""
-    leader = client.call("GET", f"/topics/{topic}")
-    replica.create_topic(topic, name=leader["name"], exist_ok=True)
+    replica.create_topic(topic, name=leader.topic(topic).name, exist_ok=True)
     offset = replica.topic(topic).end_offset
     copied = 0
     while True:
-        page = client.call(
-            "GET", f"/topics/{topic}/messages", offset=offset, max=1000, wait=0 if once else 10
-        )
-        messages = page["messages"]
+        messages = leader.read(topic, offset, max_messages=1000, wait=0 if once else 10)
         if not messages:
             if once:
                 return copied
             continue
-        records = [
-            Record(_bytes(m, "value"), _bytes(m, "key"), m["headers"] or None) for m in messages
-        ]
+        records = [Record(m.value, m.key, m.headers or None) for m in messages]
         first = replica.write_many(topic, records)
-        assert first == messages[0]["offset"], "the replica's offsets must equal the leader's"
-        offset = page["next_offset"]
+        assert first == messages[0].offset, "the replica's offsets must equal the leader's"
+        offset = messages[-1].offset + 1
         copied += len(messages)
         print(f"replicated offsets {first}..{offset - 1}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--url", default=os.environ.get("LOGSTORE_URL", DEFAULT_URL))
     parser.add_argument("--topic", required=True)
     parser.add_argument("--replica", required=True, help="the follower's data directory")
     parser.add_argument("--once", action="store_true", help="stop when caught up")
     args = parser.parse_args()
-    with Store(args.replica) as replica:
-        copied = replicate(Client(args.url), replica, args.topic, args.once)
+    token = os.environ.get("LOGSTORE_TOKEN")
+    with Store(args.replica) as replica, Client(args.url, token=token) as leader:
+        copied = replicate(leader, replica, args.topic, args.once)
         end = replica.topic(args.topic).end_offset
     print(f"copied {copied} messages; replica of {args.topic!r} ends at offset {end}")
 

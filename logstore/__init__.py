@@ -10,7 +10,15 @@ Everything public is importable from here; modules below are internals.
 """
 
 from . import errors
-from .config import DEFAULT_SEGMENT_BYTES, MAX_BATCH_MESSAGES, NAME_PATTERN, check_name
+from .config import (
+    DEFAULT_SEGMENT_BYTES,
+    FSYNC_POLICIES,
+    MAX_BATCH_MESSAGES,
+    NAME_PATTERN,
+    check_name,
+)
+from .engine.local.check import check_store
+from .engine.local.check import run as check
 from .errors import (
     Corruption,
     InvalidArgument,
@@ -33,6 +41,7 @@ from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "FSYNC_POLICIES",
     "MAX_BATCH_MESSAGES",
     "NAME_PATTERN",
     "Corruption",
@@ -56,6 +65,8 @@ __all__ = [
     "TopicExists",
     "TopicInfo",
     "TopicNotFound",
+    "check",
     "check_name",
+    "check_store",
     "errors",
 ]

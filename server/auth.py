@@ -27,9 +27,15 @@ class AuthFileError(ValueError):
     """The auth file cannot be used; the message says which entry and why."""
 
 
+def token_digest(token: str) -> bytes:
+    """The SHA-256 of a token: what the server keeps and compares, never the token.
+    (`surrogateescape`: a header's undecodable bytes hash as themselves instead of failing.)"""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
 def hash_token(token: str) -> str:
-    """The `token_hash` form of a token, for writing auth files."""
-    return _HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+    """The `token_hash` form of a token, for writing auth files (`logstore hash-token`)."""
+    return _HASH_PREFIX + token_digest(token).hex()
 
 
 def _pattern(text: str) -> re.Pattern[str]:
@@ -99,7 +105,7 @@ class Authenticator:
     def authenticate(self, header: str | None) -> Grant:
         """The grant of this Authorization header; 401, always the same one, otherwise."""
         token = header[7:].strip() if header and header[:7].lower() == "bearer " else ""
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        digest = token_digest(token)
         found = None
         for known, grant in self._entries:  # no early exit: every entry costs the same
             if hmac.compare_digest(known, digest):
@@ -127,7 +133,7 @@ def _parse_entry(i: int, item: object) -> tuple[bytes, Grant]:
         token = item["token"]
         if not isinstance(token, str) or not token:
             raise AuthFileError(f'{where}: "token" must be a non-empty string')
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = token_digest(token)
     else:
         text = item["token_hash"]
         hexdigest = text.removeprefix(_HASH_PREFIX) if isinstance(text, str) else ""

@@ -18,7 +18,7 @@ from logstore import errors as lse
 
 from .keys import READ_OFFSET
 
-log = logging.getLogger("server")
+log = logging.getLogger("logstore_server")
 
 
 class ApiError(Exception):
@@ -96,9 +96,15 @@ def from_logstore(exc: lse.LogstoreError, request: web.Request) -> ApiError:
                 507, "storage_full", f"no space left to write to topic {exc.topic!r}; retry later"
             )
         case lse.StorageError():
+            # The disk failed (an I/O error, a failed fsync): nothing was acknowledged, reads
+            # go on, and writes to the topic may be refused until the operator reopens it.
             log.error("storage error: %s", exc)
             return ApiError(
-                500, "internal_error", f"the storage failed to write topic {exc.topic!r}"
+                503,
+                "storage_unavailable",
+                f"the storage could not write topic {exc.topic!r}; nothing was stored; "
+                "retry later (the server log has the cause)",
+                headers={"Retry-After": "5"},
             )
     log.error("unmapped logstore error: %r", exc)
     return ApiError(500, "internal_error", "internal error; the server log has the details")

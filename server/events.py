@@ -19,15 +19,15 @@ import re
 from aiohttp import web
 
 from logstore import LogstoreError, OffsetOutOfRange, Store
+from logstore.wire import message_json
 
 from . import codec, params
 from .auth import require
 from .errors import from_logstore, invalid
 from .keys import GRANT
 from .state import STATE, ServerState
-from .topics import start_offset
 
-log = logging.getLogger("server.events")
+log = logging.getLogger("logstore_server.events")
 
 _CHUNK_MESSAGES = 1000
 _OFFSET = re.compile(r"[0-9]{1,19}")
@@ -102,12 +102,13 @@ def _first_offset(
 ) -> int:
     """Right after Last-Event-ID (kept within what is retained), else offset / timestamp;
     by default the end: a stream shows new messages."""
-    info = store.topic(topic)
-    if resume is not None:
-        return min(max(resume + 1, info.start_offset), info.end_offset)
-    if offset is None and timestamp is None:
-        return info.end_offset
-    return start_offset(store, topic, offset, timestamp)
+    if resume is None:
+        start = "latest" if offset is None and timestamp is None else offset
+        return store.resolve_start(topic, start, timestamp=timestamp)
+    try:
+        return store.resolve_start(topic, resume + 1)
+    except OffsetOutOfRange as exc:  # retention went past it, or a topic started again
+        return exc.start_offset if resume + 1 < exc.start_offset else exc.end_offset
 
 
 def _chunk(store: Store, topic: str, offset: int, max_bytes: int) -> tuple[bytes, int, int, int]:
@@ -122,7 +123,7 @@ def _chunk(store: Store, topic: str, offset: int, max_bytes: int) -> tuple[bytes
         messages = store.read(topic, offset, _CHUNK_MESSAGES, max_bytes)
     if not messages:
         return b"", offset, 0, 0
-    events = "".join([f"id: {m.offset}\ndata: {codec.message_json(m)}\n\n" for m in messages])
+    events = "".join([f"id: {m.offset}\ndata: {message_json(m)}\n\n" for m in messages])
     nbytes = sum(len(m.value) for m in messages)
     return events.encode(), messages[-1].offset + 1, len(messages), nbytes
 

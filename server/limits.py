@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from logstore.config import MAX_BATCH_MESSAGES
+from logstore import MAX_BATCH_MESSAGES
 
 from .errors import ApiError
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
-from logstore.config import MAX_BATCH_MESSAGES, NAME_PATTERN
+from logstore import MAX_BATCH_MESSAGES, NAME_PATTERN
+
+from .params import MAX_LEASE_LENGTH
 
 
 def _ref(name: str) -> dict:
@@ -46,6 +48,13 @@ _SECONDS = {"type": "number", "minimum": 0}
 _MAX = _param("max", "query", {"type": "integer", "minimum": 1}, "Most messages (capped)")
 _WAIT = _param("wait", "query", _SECONDS, "Seconds to wait for a message (capped, default 0)")
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
+_OFFSETS = {"type": "array", "items": _INT0}
+_LEASES = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_LEASE_LENGTH},
+    "description": "Lease tokens (a delivery's lease); a token of an expired lease still "
+    "acknowledges its offset, and nacks nothing",
+}
 _NO_BODY = {"description": "Done; no body"}
 _INFO = _json(_ref("SubscriptionInfo"), "The subscription after the change")
 
@@ -121,8 +130,15 @@ _SCHEMAS = {
             _ref("Msg"),
             {
                 "type": "object",
-                "required": ["delivery_count"],
-                "properties": {"delivery_count": {"type": "integer", "minimum": 1}},
+                "required": ["delivery_count", "lease"],
+                "properties": {
+                    "delivery_count": {"type": "integer", "minimum": 1},
+                    "lease": {
+                        "type": "string",
+                        "description": "Opaque token of this lease: ack and nack take it "
+                        "(in leases) in place of the offset",
+                    },
+                },
             },
         ]
     },
@@ -221,7 +237,8 @@ _ERROR_TEXT = {
     415: "The body must be application/json (`unsupported_media_type`)",
     416: "Offset outside [start_offset, end_offset] (`offset_out_of_range`)",
     500: "Corrupt data (`corrupt_data`) or a server fault (`internal_error`)",
-    503: "Too many waiting requests (`overloaded`, Retry-After) or `shutting_down`",
+    503: "Too many waiting requests (`overloaded`, Retry-After), `shutting_down`, or the "
+    "storage failed to write (`storage_unavailable`, Retry-After; nothing was stored)",
     507: "No space left to write (`storage_full`)",
 }
 
@@ -439,7 +456,7 @@ DOCUMENT: dict = {
         _SUBS + "/ack": {
             "parameters": [_TOPIC, _SUB],
             "post": _op(
-                "Acknowledge offsets and/or every offset below up_to",
+                "Acknowledge offsets, lease tokens and/or every offset below up_to",
                 {"200": _INFO},
                 400,
                 404,
@@ -452,7 +469,8 @@ DOCUMENT: dict = {
                         "additionalProperties": False,
                         "minProperties": 1,
                         "properties": {
-                            "offsets": {"type": "array", "items": _INT0},
+                            "offsets": _OFFSETS,
+                            "leases": _LEASES,
                             "up_to": _INT0,
                         },
                     }
@@ -473,8 +491,8 @@ DOCUMENT: dict = {
                     {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["offsets"],
-                        "properties": {"offsets": {"type": "array", "items": _INT0}},
+                        "minProperties": 1,
+                        "properties": {"offsets": _OFFSETS, "leases": _LEASES},
                     }
                 ),
             ),

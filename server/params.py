@@ -12,13 +12,14 @@ import re
 
 from aiohttp import web
 
-from logstore import InvalidName
-from logstore.config import check_name
+from logstore import InvalidName, check_name
 
 from . import codec
 from .errors import ApiError, invalid
 
 _INT = re.compile(r"[0-9]{1,19}")
+MAX_LEASE_LENGTH = 256
+"""A lease token is opaque but short; a longer string is refused before the library sees it."""
 _JSON_TYPES = ("application/json",)
 
 
@@ -118,12 +119,24 @@ def optional_name(doc: dict, field: str) -> str | None:
         raise ApiError(400, "invalid_name", str(exc)) from None
 
 
-def offsets(doc: dict, field: str, limit: int) -> list[int] | None:
-    value = doc.get(field)
-    if value is None:
+def settle_items(doc: dict, limit: int) -> list[int | str] | None:
+    """The `offsets` and `leases` of an ack / nack body in one list (the library takes
+    both mixed); None when the body has neither."""
+    offsets, leases = doc.get("offsets"), doc.get("leases")
+    if offsets is None and leases is None:
         return None
-    if not isinstance(value, list) or not all(type(o) is int and o >= 0 for o in value):
-        raise invalid(f"{field} must be a list of offsets (integers >= 0)")
-    if len(value) > limit:
-        raise ApiError(413, "payload_too_large", f"{field} may list at most {limit} offsets")
-    return value
+    if offsets is not None and not (
+        isinstance(offsets, list) and all(type(o) is int and o >= 0 for o in offsets)
+    ):
+        raise invalid("offsets must be a list of offsets (integers >= 0)")
+    if leases is not None and not (
+        isinstance(leases, list)
+        and all(type(t) is str and 0 < len(t) <= MAX_LEASE_LENGTH for t in leases)
+    ):
+        raise invalid("leases must be a list of lease tokens (the strings poll answers carry)")
+    items = [*(offsets or ()), *(leases or ())]
+    if len(items) > limit:
+        raise ApiError(
+            413, "payload_too_large", f"offsets and leases may list at most {limit} items"
+        )
+    return items

@@ -29,7 +29,7 @@ from .auth import Authenticator
 from .limits import Limits
 from .state import ServerConfig
 
-log = logging.getLogger("server")
+log = logging.getLogger("logstore_server")
 
 
 class BindRefused(Exception):

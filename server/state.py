@@ -51,6 +51,8 @@ class ServerState:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limits.io_threads, thread_name_prefix="storage")
+        # One executor: the store's asyncio methods hop to the loop's default one.
+        asyncio.get_running_loop().set_default_executor(self._executor)
         self._publishers = [
             PublishingThread(self.store, f"storage-publisher-{i}")
             for i in range(self.limits.publish_threads)
@@ -68,7 +70,7 @@ class ServerState:
         for publisher in self._publishers:
             await loop.run_in_executor(None, publisher.stop)
         if self._executor is not None:
-            await loop.run_in_executor(None, self._executor.shutdown)
+            await loop.shutdown_default_executor()  # the storage pool, from its own thread
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking storage work (fsync, LMDB commits, file reads) in the thread pool."""

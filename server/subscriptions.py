@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from logstore import Store, SubscriptionNotFound
+from logstore import Store, SubscriptionInfo, SubscriptionNotFound
+from logstore.wire import delivery_json
 
-from . import codec, params
+from . import params
 from .auth import require
 from .codec import json_response
 from .errors import invalid
@@ -137,38 +138,37 @@ def _poll_now(store: Store, topic: str, sub: str, max_messages: int) -> tuple[by
 
 def _encoded(deliveries: list) -> tuple[bytes, int, int]:
     """(JSON body, message count, value bytes) of a poll's answer."""
-    body = '{"messages":[' + ",".join([codec.delivery_json(d) for d in deliveries]) + "]}"
+    body = '{"messages":[' + ",".join([delivery_json(d) for d in deliveries]) + "]}"
     return body.encode(), len(deliveries), sum(len(d.value) for d in deliveries)
 
 
 async def ack(request: web.Request) -> web.Response:
     state, topic, sub = _names(request)
     doc = await _body(request, state)
-    params.only_fields(doc, {"offsets", "up_to"})
-    offsets = params.offsets(doc, "offsets", state.limits.max_read_messages)
+    params.only_fields(doc, {"offsets", "leases", "up_to"})
+    items = params.settle_items(doc, state.limits.max_read_messages)
     up_to = params.optional_int(doc, "up_to", minimum=0)
-    if offsets is None and up_to is None:
-        raise invalid('send {"offsets": [...]} and/or {"up_to": N}')
-    return _info(await state.run(_ack, state.store, topic, sub, offsets, up_to))
+    if items is None and up_to is None:
+        raise invalid('send {"offsets": [...]}, {"leases": [...]} and/or {"up_to": N}')
+    return _info(await state.run(_ack, state.store, topic, sub, items, up_to))
 
 
-def _ack(store: Store, topic: str, sub: str, offsets: list[int] | None, up_to: int | None):
-    info = None
-    if offsets is not None:
-        info = store.ack(topic, sub, offsets)
-    if up_to is not None:
-        info = store.commit(topic, sub, up_to)
-    return info
+def _ack(
+    store: Store, topic: str, sub: str, items: list[int | str] | None, up_to: int | None
+) -> SubscriptionInfo | None:
+    """Acknowledge `items` (offsets and lease tokens), then everything below `up_to`."""
+    info = store.ack(topic, sub, items) if items is not None else None
+    return store.commit(topic, sub, up_to) if up_to is not None else info
 
 
 async def nack(request: web.Request) -> web.Response:
     state, topic, sub = _names(request)
     doc = await _body(request, state)
-    params.only_fields(doc, {"offsets"})
-    offsets = params.offsets(doc, "offsets", state.limits.max_read_messages)
-    if offsets is None:
-        raise invalid('send {"offsets": [...]}')
-    return _info(await state.run(state.store.nack, topic, sub, offsets))
+    params.only_fields(doc, {"offsets", "leases"})
+    items = params.settle_items(doc, state.limits.max_read_messages)
+    if items is None:
+        raise invalid('send {"offsets": [...]} and/or {"leases": [...]}')
+    return _info(await state.run(state.store.nack, topic, sub, items))
 
 
 async def seek(request: web.Request) -> web.Response:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from logstore import OffsetOutOfRange, Record, Store, TopicExists
-from logstore.config import DEFAULT_SEGMENT_BYTES
+from logstore import DEFAULT_SEGMENT_BYTES, Record, Store, TopicExists
+from logstore.wire import message_json
 
 from . import codec, params
 from .auth import require
@@ -153,21 +153,6 @@ async def read_messages(request: web.Request) -> web.Response:
     return web.Response(body=page.body, headers=_JSON)
 
 
-def start_offset(store: Store, topic: str, offset: int | None, timestamp: int | None) -> int:
-    """Where a read starts: `offset`, the first at/after `timestamp`, or the topic's start.
-
-    416 (OffsetOutOfRange) for an offset outside [start_offset, end_offset].
-    """
-    info = store.topic(topic)
-    if timestamp is not None:
-        return store.offset_for_time(topic, timestamp)
-    if offset is None:
-        return info.start_offset
-    if not info.start_offset <= offset <= info.end_offset:
-        raise OffsetOutOfRange(topic, offset, info.start_offset, info.end_offset)
-    return offset
-
-
 def first_read(
     store: Store,
     topic: str,
@@ -177,8 +162,9 @@ def first_read(
     max_bytes: int | None,
     may_wait: bool,
 ) -> tuple[int, Page | None]:
-    """Resolve the start and read a page, unless it is at the end and the client may wait."""
-    offset = start_offset(store, topic, offset, timestamp)
+    """Resolve the start (416 outside the topic) and read a page, unless it is at the end
+    and the client may wait."""
+    offset = store.resolve_start(topic, offset, timestamp=timestamp)
     if may_wait and offset >= store.topic(topic).end_offset:
         return offset, None
     return offset, read_page(store, topic, offset, max_messages, max_bytes)
@@ -190,7 +176,7 @@ def read_page(
     messages = store.read(topic, offset, max_messages, max_bytes)
     info = store.topic(topic)
     next_offset = messages[-1].offset + 1 if messages else offset
-    encoded = ",".join([codec.message_json(m) for m in messages])
+    encoded = ",".join([message_json(m) for m in messages])
     body = (
         f'{{"messages":[{encoded}],"next_offset":{next_offset},'
         f'"start_offset":{info.start_offset},"end_offset":{info.end_offset}}}'

@@ -7,6 +7,11 @@ queued since its last round, writes each topic's share with one `Store.write_bat
 atomic batch), and hands all the results back to the event loop with one
 `call_soon_threadsafe`. While it waits for an fsync, the next round queues up: group commit
 with one thread and no herd of pool threads.
+
+Why batch again on top of the store's own group commit: the store shares an fsync among
+callers that are each blocked in a write, so relying on it alone needs one pool thread per
+publish in flight and two wake-ups per publish; gathering on this side pays those once per
+round and gives the store each topic's share as one `write_batches` call.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import queue
 import threading
 from typing import Any
 
-from logstore import Record, Store
+from logstore import InvalidArgument, MessageTooLarge, Record, Store
 
 
 class PublishingThread:
@@ -68,12 +73,20 @@ class PublishingThread:
                 return
 
     def _write(self, topic: str, batches: list[list]) -> list[tuple[Any, BaseException | None]]:
-        """(first offset, None) or (None, error) per batch; one bad batch fails only itself."""
+        """(first offset, None) or (None, error) per batch.
+
+        A batch the store refuses before writing anything (a bad or too large message) fails
+        only itself: the others are written again without it. A failed write or fsync fails
+        every batch of the round, never retried: after a failed fsync the kernel may have
+        dropped the pages, and a retry that then succeeded would acknowledge data that a
+        power loss can take (the store refuses further writes itself)."""
         try:
             return [(first, None) for first in self._store.write_batches(topic, batches)]
-        except BaseException as exc:  # handed to the awaiting handlers, not lost
+        except (InvalidArgument, MessageTooLarge) as exc:
             if len(batches) == 1:
                 return [(None, exc)]
+        except BaseException as exc:  # handed to the awaiting handlers, not lost
+            return [(None, exc)] * len(batches)
         return [outcome for b in batches for outcome in self._write(topic, [b])]
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -13,13 +14,13 @@ import pytest
 from test_server_support import LiveServer, ServeProcess
 
 from logstore import Store
-from logstore.cli import main
+from logstore_server.cli import main
 
 
 def run(*args: str, stdin: bytes = b"", env: dict | None = None, timeout: float = 30):
     """`logstore ARGS` as a real process: (exit code, stdout bytes, stderr text)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "logstore.cli", *args],
+        [sys.executable, "-m", "logstore_server.cli", *args],
         input=stdin,
         capture_output=True,
         timeout=timeout,
@@ -120,6 +121,37 @@ def test_commands_through_a_server_url(store, capsys):
     assert [m.value for m in store.read("t", 0)] == [b"hello", "wörld".encode()]
 
 
+def test_read_starts_and_json_through_a_server_url(store, capsysbinary):
+    server = LiveServer(store)
+    try:
+        url = ["--url", server.url]
+        assert main(["topics", "create", "t", *url]) == 0
+        assert main(["publish", "t", *[f"m{i}" for i in range(5)], *url]) == 0
+        capsysbinary.readouterr()
+        for args, expected in [
+            (["--max", "2"], b"m0\nm1\n"),
+            (["--offset", "3"], b"m3\nm4\n"),
+            (["--offset", "end"], b""),
+            (["--timestamp", "0", "--max", "1"], b"m0\n"),
+        ]:
+            assert main(["read", "t", *args, *url]) == 0
+            assert capsysbinary.readouterr().out == expected, args
+        assert main(["read", "t", "--offset", "9", *url]) == 1
+        assert b"offset_out_of_range" in capsysbinary.readouterr().err
+        store.write("t", b"\xff", key=b"k")
+        assert main(["read", "t", "--offset", "5", "--json", *url]) == 0
+        [line] = capsysbinary.readouterr().out.splitlines()
+        assert json.loads(line) | {"timestamp": 0} == {
+            "offset": 5,
+            "timestamp": 0,
+            "key": "k",
+            "headers": {},
+            "value_b64": "/w==",
+        }
+    finally:
+        server.stop()
+
+
 def test_subscriptions_on_a_directory(data, capsys):
     main(["topics", "create", "t", "--data", data])
     assert main(["subscriptions", "create", "t", "s", "--start", "latest", "--data", data]) == 0
@@ -147,7 +179,16 @@ def test_follow_prints_new_messages_as_they_arrive(store):
         server.request("PUT", "/topics/t")
         server.request("POST", "/topics/t/messages", b"old")
         follower = subprocess.Popen(
-            [sys.executable, "-m", "logstore.cli", "read", "t", "--follow", "--url", server.url],
+            [
+                sys.executable,
+                "-m",
+                "logstore_server.cli",
+                "read",
+                "t",
+                "--follow",
+                "--url",
+                server.url,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -155,6 +196,9 @@ def test_follow_prints_new_messages_as_they_arrive(store):
         time.sleep(0.2)
         server.request("POST", "/topics/t/messages", b"new")
         assert follower.stdout.readline() == b"new\n"
+        # Ctrl-C while it waits, as a person's would: CPython acts on a signal that lands in
+        # the microseconds before a blocking recv only once the recv returns (the long poll).
+        time.sleep(0.2)
         follower.send_signal(signal.SIGINT)
         _, err = follower.communicate(timeout=10)
         assert follower.returncode == 130 and b"Traceback" not in err
@@ -165,7 +209,7 @@ def test_follow_prints_new_messages_as_they_arrive(store):
 def test_follow_on_a_directory(data):
     run("topics", "create", "t", "--data", data)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "logstore.cli", "read", "t", "-f", "--data", data],
+        [sys.executable, "-m", "logstore_server.cli", "read", "t", "-f", "--data", data],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -182,8 +226,7 @@ def test_check_reports_a_sound_directory_and_damage(data):
     run("publish", "t", "A" * 100, "B" * 100, "--data", data)
     code, out, _ = run("check", data)
     assert code == 0 and b"no damage" in out
-    topic_dir = os.path.join(data, "topics", os.listdir(os.path.join(data, "topics"))[0])
-    segment = os.path.join(topic_dir, os.listdir(topic_dir)[0])
+    [segment] = glob.glob(os.path.join(data, "topics", "*", "*.log"))
     with open(segment, "r+b") as f:
         raw = bytearray(f.read())
         raw[raw.index(b"B" * 100) + 10] ^= 1
@@ -201,7 +244,7 @@ def test_data_directory_from_the_environment(tmp_path):
 
 
 def test_hash_token_prints_an_auth_file_hash():
-    from server import hash_token
+    from logstore_server import hash_token
 
     code, out, _ = run("hash-token", "s3cret")
     assert code == 0 and out.decode().strip() == hash_token("s3cret")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server import Authenticator, AuthFileError, ServerConfig, hash_token
+from logstore_server import Authenticator, AuthFileError, ServerConfig, hash_token
 
 pytest_plugins = ["test_server_support"]
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from test_server_support import LiveServer, raw_exchange
 
-from server import make_app
+from logstore_server import make_app
 
 pytest_plugins = ["test_server_support"]
 
@@ -16,9 +15,7 @@ def test_corrupt_data_answers_500_corrupt_data_without_a_file_path(live, data_di
     live.request("PUT", "/topics/t")
     live.request("POST", "/topics/t/messages", b"A" * 100)
     live.request("POST", "/topics/t/messages", b"B" * 100)
-    [topic_dir] = os.listdir(data_dir / "topics")
-    [segment] = os.listdir(data_dir / "topics" / topic_dir)
-    path = data_dir / "topics" / topic_dir / segment
+    [path] = data_dir.glob("topics/*/*.log")
     data = bytearray(path.read_bytes())
     data[data.index(b"B" * 100) + 50] ^= 0xFF  # flip bits inside the second message
     path.write_bytes(bytes(data))
@@ -48,6 +45,7 @@ def test_unexpected_exceptions_answer_a_bare_500(store, caplog):
         "message": "internal error; the server log has the details",
     }
     assert "secret detail" in caplog.text  # logged for the operator, not sent
+    assert {r.name for r in caplog.records if r.exc_info} == {"logstore_server"}
 
 
 def test_requests_during_shutdown_answer_503_and_health_says_so(live):

@@ -10,7 +10,7 @@ import time
 import pytest
 from test_server_support import raw_exchange
 
-from server.idempotency import IdempotencyCache
+from logstore_server.idempotency import IdempotencyCache
 
 pytest_plugins = ["test_server_support"]
 
@@ -343,7 +343,7 @@ def test_published_json_round_trips_through_replay(orders):
 )
 def test_message_json_is_the_json_of_the_message(value, key, headers):
     from logstore import Message
-    from server.codec import message_json
+    from logstore.wire import message_json
 
     m = Message(offset=7, timestamp=1_700_000_000_000, key=key, headers=headers, value=value)
     doc = json.loads(message_json(m))

@@ -7,8 +7,8 @@ import re
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from server import ROUTES
-from server.openapi import DOCUMENT
+from logstore_server import ROUTES
+from logstore_server.openapi import DOCUMENT
 
 pytest_plugins = ["test_server_support"]
 
@@ -100,6 +100,24 @@ def test_real_answers_match_the_documented_statuses_and_schemas(live):
         200, 201, 200, 409, 400, 415, 200, 200, 404, 201, 201, 400, 413,
         200, 416, 200, 400, 416, 200, 404, 400, 400, 404, 204,
     ]  # fmt: skip
+
+
+def test_subscription_answers_with_lease_tokens_match_the_document(live):
+    _check(live, "PUT", "/topics/t")
+    _check(live, "POST", "/topics/t/messages", json_body={"messages": [{"value": "a"}] * 3})
+    assert _check(live, "PUT", "/topics/t/subscriptions/s").status == 201
+    sub = "/topics/t/subscriptions/s"
+    leases = [m["lease"] for m in _check(live, "POST", f"{sub}/poll?max=3").json["messages"]]
+    bodies = [
+        ("ack", {"leases": leases[:1]}),
+        ("ack", {"offsets": [1], "leases": [], "up_to": 1}),
+        ("nack", {"leases": leases[2:]}),
+        ("nack", {"offsets": [2]}),
+        ("nack", {"leases": "not a list"}),
+    ]
+    statuses = [_check(live, "POST", f"{sub}/{a}", json_body=b).status for a, b in bodies]
+    assert statuses == [200, 200, 200, 200, 400]
+    validate(DOCUMENT)
 
 
 def test_metrics_answer_matches_the_document(live):

@@ -15,7 +15,7 @@ import pytest
 from test_server_support import ServeProcess, http_request
 
 from logstore import Store
-from server.serve import BindRefused, check_bind, is_loopback
+from logstore_server.serve import BindRefused, check_bind, is_loopback
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_environment_variables_configure_serve(tmp_path):
         assert "fsync=never" in "".join(served.lines)
     finally:
         served.stop()
-    command = [sys.executable, "-m", "logstore.cli", "serve"]
+    command = [sys.executable, "-m", "logstore_server.cli", "serve"]
     env_data = tmp_path / "env-data"
     env = {"LOGSTORE_DATA": str(env_data), "LOGSTORE_PORT": "0", "LOGSTORE_HOST": "127.0.0.1"}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
@@ -92,7 +92,7 @@ def test_environment_variables_configure_serve(tmp_path):
 
 def _serve_fails(*args, env=None) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "logstore.cli", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "logstore_server.cli", "serve", "--port", "0", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -170,3 +170,32 @@ def test_curl_publishes_long_polls_and_reads(served):
     page = json.loads(body)
     assert [m["value"] for m in page["messages"]] == ["hello from curl", "a", "b", "late"]
     assert page["messages"][1]["key"] == "k"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_package_folder_is_installed_and_the_front_end_not_as_server():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"logstore_server": "server"}
+    installed = {"logstore": "logstore", "server": "logstore_server"}
+    folders = set()
+    for top, name in installed.items():
+        for root, _, files in os.walk(os.path.join(REPO, top)):
+            if any(f.endswith(".py") for f in files):
+                below = os.path.relpath(root, os.path.join(REPO, top)).replace(os.sep, ".")
+                folders.add(name if below == "." else f"{name}.{below}")
+    assert sorted(setuptools["packages"]) == sorted(folders)
+
+
+def test_the_library_never_imports_the_front_end_nor_the_cli_aiohttp():
+    probe = (
+        "import sys, logstore, logstore.client, logstore.wire\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'logstore_server')]\n"
+        "import logstore_server.cli\n"
+        "assert 'aiohttp' not in sys.modules, 'the CLI loads aiohttp only to serve'\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO, timeout=60)

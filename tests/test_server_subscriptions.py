@@ -93,6 +93,43 @@ def test_nack_redelivers_at_once_with_a_higher_delivery_count(topic):
     assert (again["offset"], again["delivery_count"]) == (0, 2)
 
 
+def test_poll_answers_carry_a_lease_token_that_ack_accepts(topic):
+    _publish(topic, "a", "b", "c")
+    topic.request("PUT", SUB)
+    messages = _poll(topic)
+    leases = [m["lease"] for m in messages]
+    assert all(isinstance(t, str) and t for t in leases) and len(set(leases)) == 3
+    info = topic.request("POST", f"{SUB}/ack", json_body={"leases": leases[:2]}).json
+    assert (info["ack_floor"], info["pending"], info["lag"]) == (2, 1, 1)
+    both = {"offsets": [], "leases": [leases[2]]}
+    assert topic.request("POST", f"{SUB}/ack", json_body=both).json["ack_floor"] == 3
+
+
+def test_nack_by_lease_token_redelivers_at_once(topic):
+    _publish(topic, "a", "b")
+    topic.request("PUT", SUB)
+    first, second = _poll(topic)
+    body = {"leases": [first["lease"]], "offsets": [second["offset"]]}
+    assert topic.request("POST", f"{SUB}/nack", json_body=body).json["pending"] == 0
+    again = _poll(topic)
+    assert [(m["offset"], m["delivery_count"]) for m in again] == [(0, 2), (1, 2)]
+    assert again[0]["lease"] != first["lease"]  # a new lease, a new token
+
+
+def test_a_token_of_an_expired_lease_acks_its_offset_and_nacks_nothing(topic):
+    _publish(topic, "a", "b")
+    topic.request("PUT", SUB, json_body={"ack_wait": 0.2})
+    old_a, old_b = _poll(topic)
+    time.sleep(0.3)  # both leases expire; the messages are leased again
+    new_a, new_b = _poll(topic)
+    assert (new_a["delivery_count"], new_b["delivery_count"]) == (2, 2)
+    info = topic.request("POST", f"{SUB}/nack", json_body={"leases": [old_a["lease"]]}).json
+    assert info["pending"] == 2  # the stale token ends nobody's lease
+    assert _poll(topic) == []
+    info = topic.request("POST", f"{SUB}/ack", json_body={"leases": [old_b["lease"]]}).json
+    assert (info["ack_floor"], info["pending"], info["lag"]) == (0, 1, 1)  # offset 1 is done
+
+
 def test_lost_poll_answer_loses_no_message_its_lease_expires(topic):
     _publish(topic, "precious")
     topic.request("PUT", SUB, json_body={"ack_wait": 0.3})
@@ -214,6 +251,11 @@ def test_subscription_start_positions(topic):
         (f"{SUB}/ack", {"up_to": "3"}),
         (f"{SUB}/nack", {}),
         (f"{SUB}/nack", {"up_to": 1}),
+        (f"{SUB}/ack", {"leases": "0-1"}),
+        (f"{SUB}/ack", {"leases": [7]}),
+        (f"{SUB}/ack", {"leases": [""]}),
+        (f"{SUB}/ack", {"leases": ["not-a-token"]}),
+        (f"{SUB}/nack", {"leases": ["x" * 300]}),
         (f"{SUB}/seek", {}),
         (f"{SUB}/seek", {"offset": 1, "position": "latest"}),
         (f"{SUB}/seek", {"position": "middle"}),

@@ -1,8 +1,8 @@
 """Helpers for the server tests: a real server on a loopback port, and a plain HTTP client.
 
-`LiveServer` runs the production runner (`server.start`: handler cancellation, idle timeouts)
-in a thread with its own event loop, so tests are ordinary functions that talk HTTP to it
-over a real socket, and can still look at the store and the server's state directly.
+`LiveServer` runs the production runner (`logstore_server.start`: handler cancellation, idle
+timeouts) in a thread with its own event loop, so tests are ordinary functions that talk HTTP
+to it over a real socket, and can still look at the store and the server's state directly.
 `ServeProcess` runs `logstore serve` as a subprocess, for signals and shutdown.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import pytest
 
 from logstore import Store
-from server import Limits, ServerConfig, make_app, start
-from server.state import STATE, ServerState
+from logstore_server import Limits, ServerConfig, make_app, start
+from logstore_server.state import STATE, ServerState
 
 
 @dataclass
@@ -139,7 +139,7 @@ class ServeProcess:
     """`logstore serve` in a subprocess on a free loopback port."""
 
     def __init__(self, data_dir, *args: str, env: dict[str, str] | None = None):
-        command = [sys.executable, "-m", "logstore.cli", "serve", "--data", str(data_dir)]
+        command = [sys.executable, "-m", "logstore_server.cli", "serve", "--data", str(data_dir)]
         command += ["--port", "0", *args]
         self.proc = subprocess.Popen(
             command,

@@ -1,9 +1,11 @@
 """The `logstore` command: serve, manage topics and subscriptions, publish, read, check.
 
-Every command but `serve` and `check` works either on a data directory (`--data DIR`, the
-library, no server needed) or through a running server (`--url URL`, the HTTP API; the client
-side uses only the standard library). Reading a directory opens it read-only, so it works while
-a server holds it; changing one needs the directory to itself (else: use --url).
+Every command but `serve`, `check` and `hash-token` works either on a data directory
+(`--data DIR`: a `Store`, no server needed) or through a running server (`--url URL`: a
+`logstore.client.Client`). The two have the same methods and give back the same types, so
+each command is written once for both. Reading a directory opens it read-only, so it works
+while a server holds it; changing one needs the directory to itself (else: use --url).
+The server's modules (and aiohttp) are imported only by `serve` and `hash-token`.
 
 Exit status: 0 success, 1 failure (one line on stderr saying why), 2 bad usage, 130 Ctrl-C.
 """
@@ -11,222 +13,41 @@ Exit status: 0 success, 1 failure (one line on stderr saying why), 2 bad usage, 
 from __future__ import annotations
 
 import argparse
-import base64
 import errno
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import BinaryIO
 
-from .config import FSYNC_POLICIES, MAX_BATCH_MESSAGES
-from .errors import LogstoreError, StoreLocked
-from .types import Message, Record
-from .store import Store
+from logstore import FSYNC_POLICIES, MAX_BATCH_MESSAGES, LogstoreError, Record, Store, StoreLocked
+from logstore.client import Client
+from logstore.wire import message_json
 
 DEFAULT_DATA = "./logstore-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 _FOLLOW_WAIT = 30.0
 _READ_PAGE = 1000
+_NAMED_STARTS = {"start": "earliest", "end": "latest"}
 
 
 class CliError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
-# ------------------------------------------------------------------ targets
-
-
-def message_json(m: Message) -> dict:
-    """A message as the HTTP API's Msg JSON (text when UTF-8, else *_b64)."""
-    out: dict = {"offset": m.offset, "timestamp": m.timestamp, "key": None}
-    _put_bytes(out, "key", m.key)
-    _put_bytes(out, "value", m.value)
-    out["headers"] = dict(m.headers)
-    return out
-
-
-def _put_bytes(out: dict, name: str, raw: bytes | None) -> None:
-    """`out[name]` as text when `raw` is UTF-8, else `out[name + "_b64"]`; nothing for None."""
-    if raw is None:
-        return
-    try:
-        out[name] = raw.decode()
-    except UnicodeDecodeError:
-        out.pop(name, None)
-        out[f"{name}_b64"] = base64.b64encode(raw).decode()
-
-
-class LocalTarget:
-    """Commands on a data directory, through the library."""
-
-    def __init__(self, path: str, *, write: bool):
-        try:
-            self.store = Store(path) if write else Store(path, readonly=True)
-        except StoreLocked:
-            raise CliError(
-                f"the data directory {path} is in use (is `logstore serve` running on it?); "
-                "go through the server with --url"
-            ) from None
-
-    def close(self) -> None:
-        self.store.close()
-
-    def topics(self) -> list[dict]:
-        return [asdict(t) for t in self.store.topics()]
-
-    def topic(self, topic: str) -> dict:
-        return asdict(self.store.topic(topic))
-
-    def create_topic(self, topic: str, settings: dict) -> dict:
-        return asdict(self.store.create_topic(topic, **settings))
-
-    def delete_topic(self, topic: str) -> None:
-        self.store.delete_topic(topic)
-
-    def subscriptions(self, topic: str) -> list[dict]:
-        return [asdict(s) for s in self.store.subscriptions(topic)]
-
-    def subscription(self, topic: str, name: str) -> dict:
-        return asdict(self.store.subscription(topic, name))
-
-    def subscribe(self, topic: str, name: str, settings: dict) -> dict:
-        return asdict(self.store.subscribe(topic, name, **settings))
-
-    def unsubscribe(self, topic: str, name: str) -> None:
-        self.store.unsubscribe(topic, name)
-
-    def publish(self, topic: str, records: list[Record]) -> dict:
-        plain = [r.value if r.key is None and not r.headers else r for r in records]
-        first = self.store.write_many(topic, plain)
-        return {"first_offset": first, "count": len(records)}
-
-    def start(self, topic: str, offset: str, timestamp: int | None) -> int:
-        if timestamp is not None:
-            return self.store.offset_for_time(topic, timestamp)
-        info = self.store.topic(topic)
-        return _named_offset(offset, info.start_offset, info.end_offset)
-
-    def read(self, topic: str, offset: int, max_messages: int, wait: float) -> list[dict]:
-        messages = self.store.read(topic, offset, max_messages, wait=wait)
-        return [message_json(m) for m in messages]
-
-
-class HttpTarget:
-    """Commands through a server's HTTP API (urllib only: the CLI needs no extra packages)."""
-
-    def __init__(self, url: str, token: str | None):
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def close(self) -> None:
-        pass
-
-    def call(self, method: str, path: str, body: object = None, **query: object) -> object:
-        url = self.url + path
-        query = {k: v for k, v in query.items() if v is not None}
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        headers = {"Accept": "application/json"}
-        data = None
-        if isinstance(body, bytes):
-            data, headers["Content-Type"] = body, "application/octet-stream"
-        elif body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        timeout = float(query.get("wait", 0)) + 30
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise CliError(_http_error(exc)) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach the server at {self.url}: {reason}") from None
-        return json.loads(raw) if raw else None
-
-    def topics(self) -> list[dict]:
-        return self.call("GET", "/topics")["topics"]
-
-    def topic(self, topic: str) -> dict:
-        return self.call("GET", f"/topics/{_quote(topic)}")
-
-    def create_topic(self, topic: str, settings: dict) -> dict:
-        return self.call("PUT", f"/topics/{_quote(topic)}", settings)
-
-    def delete_topic(self, topic: str) -> None:
-        self.call("DELETE", f"/topics/{_quote(topic)}")
-
-    def subscriptions(self, topic: str) -> list[dict]:
-        return self.call("GET", f"/topics/{_quote(topic)}/subscriptions")["subscriptions"]
-
-    def subscription(self, topic: str, name: str) -> dict:
-        return self.call("GET", f"/topics/{_quote(topic)}/subscriptions/{_quote(name)}")
-
-    def subscribe(self, topic: str, name: str, settings: dict) -> dict:
-        return self.call("PUT", f"/topics/{_quote(topic)}/subscriptions/{_quote(name)}", settings)
-
-    def unsubscribe(self, topic: str, name: str) -> None:
-        self.call("DELETE", f"/topics/{_quote(topic)}/subscriptions/{_quote(name)}")
-
-    def publish(self, topic: str, records: list[Record]) -> dict:
-        batch = [_record_json(r) for r in records]
-        return self.call("POST", f"/topics/{_quote(topic)}/messages", {"messages": batch})
-
-    def start(self, topic: str, offset: str, timestamp: int | None) -> int:
-        if timestamp is not None:
-            page = self.call("GET", f"/topics/{_quote(topic)}/messages", timestamp=timestamp, max=1)
-            return page["messages"][0]["offset"] if page["messages"] else page["end_offset"]
-        info = self.topic(topic)
-        return _named_offset(offset, info["start_offset"], info["end_offset"])
-
-    def read(self, topic: str, offset: int, max_messages: int, wait: float) -> list[dict]:
-        page = self.call(
-            "GET",
-            f"/topics/{_quote(topic)}/messages",
-            offset=offset,
-            max=max_messages,
-            wait=wait or None,
-        )
-        return page["messages"]
-
-
-def _named_offset(text: str, start: int, end: int) -> int:
-    return start if text == "start" else end if text == "end" else int(text)
-
-
-def _quote(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
-
-
-def _record_json(r: Record) -> dict:
-    out: dict = {}
-    _put_bytes(out, "value", r.value)
-    _put_bytes(out, "key", r.key)
-    if r.headers:
-        out["headers"] = dict(r.headers)
-    return out
-
-
-def _http_error(exc: urllib.error.HTTPError) -> str:
-    try:
-        doc = json.loads(exc.read())
-        return f"{doc['error']}: {doc['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {exc.code} {exc.reason}"
-
-
-def _target(args: argparse.Namespace, *, write: bool) -> LocalTarget | HttpTarget:
+def _target(args: argparse.Namespace, *, write: bool) -> Store | Client:
+    """The server at --url, else the --data directory (read-only unless `write`)."""
     if args.url:
-        return HttpTarget(args.url, args.token)
-    return LocalTarget(args.data, write=write)
+        return Client(args.url, token=args.token)
+    try:
+        return Store(args.data, readonly=not write)
+    except StoreLocked:
+        raise CliError(
+            f"the data directory {args.data} is in use (is `logstore serve` running on it?); "
+            "go through the server with --url"
+        ) from None
 
 
 # ----------------------------------------------------------------- commands
@@ -246,7 +67,8 @@ def _table(rows: list[dict], columns: list[str]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from server import AuthFileError, BindRefused, run  # aiohttp only when serving
+    from .auth import AuthFileError
+    from .serve import BindRefused, run
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -272,16 +94,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    target = _target(args, write=args.action in ("create", "delete"))
-    try:
+    with _target(args, write=args.action in ("create", "delete")) as target:
         if args.action == "list":
-            topics = target.topics()
+            topics = [asdict(t) for t in target.topics()]
             if args.json:
                 _print_json(topics)
             else:
                 _table(topics, ["id", "name", "start_offset", "end_offset", "size_bytes"])
         elif args.action == "info":
-            _print_json(target.topic(args.topic))
+            _print_json(asdict(target.topic(args.topic)))
         elif args.action == "create":
             settings = {
                 "name": args.name,
@@ -290,42 +111,39 @@ def cmd_topics(args: argparse.Namespace) -> int:
             }
             if args.segment_bytes is not None:
                 settings["segment_bytes"] = args.segment_bytes
-            _print_json(target.create_topic(args.topic, settings))
+            _print_json(asdict(target.create_topic(args.topic, **settings)))
         else:
             target.delete_topic(args.topic)
             print(f"deleted topic {args.topic}", file=sys.stderr)
-    finally:
-        target.close()
     return 0
 
 
 def cmd_subscriptions(args: argparse.Namespace) -> int:
-    target = _target(args, write=args.action in ("create", "delete"))
-    try:
+    with _target(args, write=args.action in ("create", "delete")) as target:
         if args.action == "list":
-            subs = target.subscriptions(args.topic)
+            subs = [asdict(s) for s in target.subscriptions(args.topic)]
             if args.json:
                 _print_json(subs)
             else:
                 _table(subs, ["name", "ack_floor", "pending", "lag", "ack_wait"])
         elif args.action == "info":
-            _print_json(target.subscription(args.topic, args.name))
+            _print_json(asdict(target.subscription(args.topic, args.name)))
         elif args.action == "create":
             start: str | int = args.start
             if start.isascii() and start.isdigit():
                 start = int(start)
-            settings = {
-                "start": start,
-                "ack_wait": args.ack_wait,
-                "max_deliveries": args.max_deliveries,
-                "dead_letter_topic": args.dead_letter_topic,
-            }
-            _print_json(target.subscribe(args.topic, args.name, settings))
+            info = target.subscribe(
+                args.topic,
+                args.name,
+                start=start,
+                ack_wait=args.ack_wait,
+                max_deliveries=args.max_deliveries,
+                dead_letter_topic=args.dead_letter_topic,
+            )
+            _print_json(asdict(info))
         else:
             target.unsubscribe(args.topic, args.name)
             print(f"deleted subscription {args.name} of topic {args.topic}", file=sys.stderr)
-    finally:
-        target.close()
     return 0
 
 
@@ -362,58 +180,51 @@ def cmd_publish(args: argparse.Namespace) -> int:
     else:
         values = _stdin_values(sys.stdin.buffer, args.whole)
         size = args.batch
-    target = _target(args, write=True)
-    try:
+    with _target(args, write=True) as target:
         for batch in _batches(values, size):
-            result = target.publish(args.topic, [Record(v, key, headers or None) for v in batch])
-            print(json.dumps(result), flush=True)
-    finally:
-        target.close()
+            # Bare values take the library's fast path (and a raw body over HTTP).
+            items = (
+                batch if key is None and not headers else [Record(v, key, headers) for v in batch]
+            )
+            first = target.write_many(args.topic, items)
+            print(json.dumps({"first_offset": first, "count": len(batch)}), flush=True)
     return 0
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    target = _target(args, write=False)
-    try:
-        offset = target.start(args.topic, args.offset, args.timestamp)
+    with _target(args, write=False) as target:
+        offset = target.resolve_start(args.topic, args.offset, timestamp=args.timestamp)
+        wait = _FOLLOW_WAIT if args.follow else 0.0
         left = args.max
         out = sys.stdout.buffer
         while left is None or left > 0:
             page = _READ_PAGE if left is None else min(left, _READ_PAGE)
-            wait = _FOLLOW_WAIT if args.follow else 0.0
-            messages = target.read(args.topic, offset, page, wait)
+            messages = target.read(args.topic, offset, max_messages=page, wait=wait)
             if not messages and not args.follow:
                 break
             for m in messages:
-                if args.json:
-                    out.write(json.dumps(m, ensure_ascii=False).encode() + b"\n")
-                elif "value" in m:
-                    out.write(m["value"].encode() + b"\n")
-                else:
-                    out.write(base64.b64decode(m["value_b64"]) + b"\n")
+                out.write((message_json(m).encode() if args.json else m.value) + b"\n")
             out.flush()
             if messages:
-                offset = messages[-1]["offset"] + 1
+                offset = messages[-1].offset + 1
             if left is not None:
                 left -= len(messages)
-    finally:
-        target.close()
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .engine.local.check import run
+    from logstore import check as run
 
     return run(args.dir or args.data, sys.stdout)
 
 
 def cmd_hash_token(args: argparse.Namespace) -> int:
-    import hashlib
+    from .auth import hash_token
 
     token = args.token if args.token is not None else sys.stdin.readline().rstrip("\n")
     if not token:
         raise CliError("give the token as an argument or on stdin")
-    print("sha256:" + hashlib.sha256(token.encode()).hexdigest())
+    print(hash_token(token))
     return 0
 
 
@@ -436,9 +247,12 @@ def _batch_size(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected 1 to {MAX_BATCH_MESSAGES}, not {text!r}")
 
 
-def _offset(text: str) -> str:
-    if text in ("start", "end") or (text.isascii() and text.isdigit()):
-        return text
+def _read_start(text: str) -> str | int:
+    """--offset: an offset, "start" or "end" (`resolve_start`'s "earliest" and "latest")."""
+    if text in _NAMED_STARTS:
+        return _NAMED_STARTS[text]
+    if text.isascii() and text.isdigit():
+        return int(text)
     raise argparse.ArgumentTypeError(f"expected an offset, 'start' or 'end', not {text!r}")
 
 
@@ -450,12 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    target = argparse.ArgumentParser(add_help=False)
-    target.add_argument(
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
         "--data",
         default=os.environ.get("LOGSTORE_DATA", DEFAULT_DATA),
         help="data directory (env LOGSTORE_DATA; default %(default)s)",
     )
+    target = argparse.ArgumentParser(add_help=False, parents=[data])
     target.add_argument(
         "--url",
         default=os.environ.get("LOGSTORE_URL"),
@@ -467,11 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token for --url (env LOGSTORE_TOKEN)",
     )
 
-    serve = commands.add_parser("serve", help="run the HTTP server on a data directory")
-    serve.add_argument(
-        "--data",
-        default=os.environ.get("LOGSTORE_DATA", DEFAULT_DATA),
-        help="data directory (env LOGSTORE_DATA; default %(default)s)",
+    serve = commands.add_parser(
+        "serve", parents=[data], help="run the HTTP server on a data directory"
     )
     serve.add_argument(
         "--host",
@@ -554,9 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     read = commands.add_parser("read", parents=[target], help="print messages; --follow waits")
     read.add_argument("topic")
     start = read.add_mutually_exclusive_group()
-    start.add_argument(
-        "--offset", type=_offset, default="start", help="an offset, start (default) or end"
-    )
+    start.add_argument("--offset", type=_read_start, help="an offset, start (default) or end")
     start.add_argument("--timestamp", type=int, help="start at this time (ms since the epoch)")
     read.add_argument("--max", type=int, help="stop after this many messages")
     read.add_argument("-f", "--follow", action="store_true", help="wait for new messages")
