@@ -382,23 +382,24 @@ class Subscriptions:
         dropped) count as acknowledged.
         """
         topic, group, sub = self._resolve(topic_id, name)
-        checked = _check_items(topic, items)
+        offsets, tokens = _check_items(topic, items)
         with sub.lock:
             if not sub.live:
                 raise SubscriptionNotFound(topic_id, name)
             if outcome == "nack":
-                sub.revive([o for o, _ in checked])
-                for o, grant in checked:
-                    current = sub.leases.get(o)
-                    if current is not None and grant in (None, current):
-                        del sub.leases[o]
+                sub.revive([*offsets, *(o for o, _ in tokens)])
+                leases = sub.leases
+                for o, grant in [*((o, leases.get(o)) for o in offsets), *tokens]:
+                    if grant is not None and leases.get(o) == grant:
+                        del leases[o]
                         sub.requeue(o)
             else:
-                offsets = sorted({o for o, _ in checked})
+                if tokens:
+                    offsets = sorted({*offsets, *(o for o, _ in tokens)})
                 if offsets:  # releasing a "terminate"d offset ends its dying too
                     sub.ack_runs(runs_of(offsets))
                     sub.release(offsets)
-            info = self._info_locked(topic, sub)
+        info = self._info_locked(topic, sub)
         if outcome == "nack":
             group.bump()
         else:
@@ -421,23 +422,6 @@ class Subscriptions:
                 sub.release_below(up_to)
             info = self._info_locked(topic, sub)
         self._persist(sub, wait=self._sync)
-        return info
-
-    def nack(self, topic_id: str, name: str, items: Iterable[int | str]) -> SubscriptionInfo:
-        """End these leases now: the messages are delivered again on the next poll. An offset
-        ends its current lease; a token of an expired or replaced lease has no effect."""
-        topic, group, sub = self._resolve(topic_id, name)
-        checked = _check_items(topic, items)
-        with sub.lock:
-            if not sub.live:
-                raise SubscriptionNotFound(topic_id, name)
-            for o, grant in checked:
-                current = sub.leases.get(o)
-                if current is not None and grant in (None, current):
-                    del sub.leases[o]
-                    sub.requeue(o)
-            info = self._info_locked(topic, sub)
-        group.bump()
         return info
 
     def seek(self, topic_id: str, name: str, target: int) -> SubscriptionInfo:
@@ -638,32 +622,38 @@ class Subscriptions:
 # ------------------------------------------------------------------- helpers
 
 
-def _check_items(topic: TopicLog, items: Iterable[int | str]) -> list[tuple[int, int | None]]:
-    """(offset, grant) for each offset (grant None) or lease token; each offset must be
-    below the topic's end offset."""
+def _check_items(
+    topic: TopicLog, items: Iterable[int | str]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The plain offsets (sorted, unique) and the lease tokens as (offset, grant); every
+    offset must be below the topic's end offset. All ints (the common case) take a path
+    with no Python-level work per item."""
     if isinstance(items, int | str | bytes):
         raise InvalidArgument(f"offsets must be an iterable of ints or lease tokens, not {items!r}")
-    checked = [_parse_item(item) for item in items]
-    if not checked:
-        return checked
-    highest = max(o for o, _ in checked)
+    items = items if isinstance(items, list) else list(items)
+    kinds = set(map(type, items))
+    if kinds <= {int}:
+        offsets, tokens = sorted(set(items)), []
+    elif kinds <= {int, str}:
+        offsets = sorted({i for i in items if type(i) is int})
+        tokens = [_parse_token(i) for i in items if type(i) is str]
+    else:
+        bad = next(i for i in items if type(i) not in (int, str))
+        raise InvalidArgument(f"offsets must be ints or lease tokens, not {bad!r}")
+    if offsets and offsets[0] < 0:
+        raise InvalidArgument(f"offsets must not be negative, not {offsets[0]}")
+    highest = max([offsets[-1] if offsets else -1, *(o for o, _ in tokens)])
     end = topic.end_offset
     if highest >= end:
         raise OffsetOutOfRange(topic.topic_id, highest, topic.start_offset, end)
-    return checked
+    return offsets, tokens
 
 
-def _parse_item(item: object) -> tuple[int, int | None]:
-    if type(item) is int:
-        if item < 0:
-            raise InvalidArgument(f"offsets must not be negative, not {item}")
-        return item, None
-    if isinstance(item, str):
-        offset, _, grant = item.partition("-")
-        if offset.isdigit() and grant.isdigit():
-            return int(offset), int(grant)
-        raise InvalidArgument(f"{item!r} is not a lease token (tokens come with deliveries)")
-    raise InvalidArgument(f"offsets must be ints or lease tokens, not {item!r}")
+def _parse_token(token: str) -> tuple[int, int]:
+    offset, _, grant = token.partition("-")
+    if offset.isdigit() and grant.isdigit():
+        return int(offset), int(grant)
+    raise InvalidArgument(f"{token!r} is not a lease token (tokens come with deliveries)")
 
 
 def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
