@@ -14,6 +14,7 @@ from .config import (
     DEFAULT_SEGMENT_BYTES,
     FSYNC_POLICIES,
     MAX_BATCH_MESSAGES,
+    MAX_IDEMPOTENCY_KEY,
     NAME_PATTERN,
     check_name,
 )
@@ -37,12 +38,13 @@ from .errors import (
     TopicNotFound,
 )
 from .store import Store
-from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
+from .types import Delivery, Message, Record, Replayed, SubscriptionInfo, TopicInfo
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "FSYNC_POLICIES",
     "MAX_BATCH_MESSAGES",
+    "MAX_IDEMPOTENCY_KEY",
     "NAME_PATTERN",
     "Corruption",
     "Delivery",
@@ -54,6 +56,7 @@ __all__ = [
     "OffsetOutOfRange",
     "ReadOnlyStore",
     "Record",
+    "Replayed",
     "StorageError",
     "StorageFull",
     "Store",

@@ -15,6 +15,9 @@ DEFAULT_SEGMENT_BYTES = 64 * 2**20
 MIN_SEGMENT_BYTES = 4096
 DEFAULT_MAX_MESSAGE_BYTES = 2**20
 MAX_BATCH_MESSAGES = 10_000
+MAX_IDEMPOTENCY_KEY = 256  # characters
+IDEMPOTENCY_WINDOW_SECONDS = 120.0  # how long a written batch's key answers its retries
+MAX_IDEMPOTENCY_KEYS = 100_000  # per store (the local engine; oldest dropped first)
 
 
 _CHECKED: set[str] = set()  # names that passed: every write checks its topic id again

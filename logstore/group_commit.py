@@ -7,6 +7,11 @@ event and hands leadership to the first caller of the next batch, so no caller w
 more than its own batch and the one before (LevelDB's writer queue). A lone caller pays for
 no event at all.
 
+Batches finish in order: a batch's callers learn its outcome only after every batch queued
+before it has finished, so a caller that queues nothing (`enqueue_locked([])`) and waits
+knows, once its wait returns, how every batch queued before it went (the topic log's
+idempotency keys wait for a write in flight this way).
+
 Used by the topic log (frames, numbered under `lock` as they are queued) and by the
 subscription commits (dirty subscription keys). Thread-safe.
 """
@@ -53,6 +58,12 @@ Ticket = tuple[_Batch, int]
 (a tuple: this is on the path of every write)."""
 
 
+def succeeded(ticket: Ticket) -> bool | None:
+    """How the ticket's batch went: True (written), False (failed), None (not finished)."""
+    batch = ticket[0]
+    return (batch.error is None) if batch.finished else None
+
+
 class GroupCommit(Generic[T]):
     """The queue and its leadership. `write(items)` stores a batch or raises.
 
@@ -88,7 +99,9 @@ class GroupCommit(Generic[T]):
         self.wait(ticket)
 
     def enqueue_locked(self, items: list[T]) -> Ticket:
-        """Queue `items` (the caller holds `lock`); then `wait(ticket)` outside the lock."""
+        """Queue `items` (the caller holds `lock`); then `wait(ticket)` outside the lock.
+
+        `items` may be empty: the caller then only waits for the batches queued so far."""
         self._queue.extend(items)
         batch = self._batch
         if not self._leading:
@@ -140,7 +153,8 @@ class GroupCommit(Generic[T]):
                 items, batch = self._queue, self._batch
                 self._queue, self._batch = [], _Batch()
             try:
-                self._write(items)
+                if items:  # empty when its only callers queued nothing (they wait)
+                    self._write(items)
             except Exception as exc:  # every caller must hear of it, whatever it was
                 if not isinstance(exc, LogstoreError):
                     log.exception("%s: unexpected failure writing a batch", self._name)
@@ -148,12 +162,12 @@ class GroupCommit(Generic[T]):
                 with self.lock:
                     behind, self._batch = self._batch, _Batch()
                     self._queue = self._on_failure(items, self._queue)
+                batch.finish(exc)  # first: batches finish in order
                 behind.finish(exc)
-                batch.finish(exc)
             else:
                 batch.finish(None)
             with self.lock:
-                if not self._queue or self._batch.heir is None:
+                if self._batch.heir is None:  # else a caller waits, even with nothing queued
                     self._leading = False
                     if self._draining:
                         self._idle.notify_all()

@@ -29,7 +29,9 @@ from .config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
     FSYNC_POLICIES,
+    IDEMPOTENCY_WINDOW_SECONDS,
     MAX_DISPLAY_NAME,
+    MAX_IDEMPOTENCY_KEY,
     MIN_SEGMENT_BYTES,
     Stats,
     check_name,
@@ -64,6 +66,8 @@ class Store:
     `fsync` is "always" (a write returns once it is on stable storage; concurrent writers
     share fsyncs), "interval" (flushed every `fsync_interval` seconds) or "never".
     `readonly=True` opens a directory another process writes, and sees its new messages.
+    `idempotency_window` (keyword-only, seconds, default 120) is how long a written batch's
+    idempotency key answers its retries (see `write_batches`).
     """
 
     def __init__(
@@ -75,11 +79,19 @@ class Store:
         readonly: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_open_files: int = 256,
+        idempotency_window: float = IDEMPOTENCY_WINDOW_SECONDS,
     ):
         if fsync not in FSYNC_POLICIES:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
         if not fsync_interval > 0:
             raise InvalidArgument(f"fsync_interval must be positive, not {fsync_interval!r}")
+        if isinstance(idempotency_window, bool) or not (
+            isinstance(idempotency_window, int | float) and idempotency_window > 0
+        ):
+            raise InvalidArgument(
+                f"idempotency_window must be a positive number of seconds, "
+                f"not {idempotency_window!r}"
+            )
         self.path = os.path.abspath(os.fspath(path))
         self.fsync = fsync
         self.readonly = readonly
@@ -95,12 +107,19 @@ class Store:
             fsync_interval=fsync_interval,
             readonly=readonly,
             max_open_files=max_open_files,
+            idempotency_window=float(idempotency_window),
         )
 
     @property
     def stats(self) -> Stats:
         """Counters for metrics and tests: fsyncs, recovery truncations, index rebuilds."""
         return self._engine.stats
+
+    @property
+    def idempotency_keys(self) -> int:
+        """How many idempotency keys the store remembers now (written within the window or
+        in flight; see `write_batches`). Read-only, for metrics."""
+        return self._engine.idempotency_keys
 
     # --------------------------------------------------------------- topics
 
@@ -149,28 +168,74 @@ class Store:
         value: bytes,
         key: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> int:
-        """Append one message; its offset. Durable on return under fsync="always"."""
+        """Append one message; its offset. Durable on return under fsync="always".
+
+        `idempotency_key`: a retry with the same key answers the first write's offset
+        without appending again (see `write_batches` for the policy)."""
         check_name(topic_id)
         if key is None and not headers:
             batch = Batch([self._check_value(topic_id, value)], plain=True)
         else:
             batch = Batch([self._check_record(topic_id, Record(value, key, headers))], False)
-        return self._engine.append(topic_id, [batch])[0]
+        if idempotency_key is None:
+            return self._engine.append(topic_id, [batch])[0]
+        return self._engine.append(topic_id, [batch], [_check_idempotency_key(idempotency_key)])[0]
 
-    def write_many(self, topic_id: str, messages: Iterable[bytes | Record]) -> int:
-        """Append a batch atomically (all or nothing, even across a crash); first offset."""
-        return self.write_batches(topic_id, [messages])[0]
+    def write_many(
+        self,
+        topic_id: str,
+        messages: Iterable[bytes | Record],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Append a batch atomically (all or nothing, even across a crash); first offset.
+
+        `idempotency_key`: a retry with the same key answers the first write's first offset
+        without appending again (see `write_batches` for the policy)."""
+        keys = None if idempotency_key is None else [idempotency_key]
+        return self.write_batches(topic_id, [messages], idempotency_keys=keys)[0]
 
     def write_batches(
-        self, topic_id: str, batches: Sequence[Iterable[bytes | Record]]
+        self,
+        topic_id: str,
+        batches: Sequence[Iterable[bytes | Record]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
     ) -> list[int]:
         """Append several batches, each atomic, written and synced together; first offsets.
 
         For a server or a pipeline that gathers many callers' writes: one `pwrite` and one
-        fsync serve them all. Every batch is checked before any is written."""
+        fsync serve them all. Every batch is checked before any is written.
+
+        Idempotency keys (`idempotency_keys`: one key or None per batch; a key is a str of 1
+        to 256 characters) make retries safe for a writer that lost an answer (a timeout, a
+        dropped connection) and cannot know whether its batch was stored:
+
+        - the same key on the same topic within 2 minutes (`Store(idempotency_window=)`) of
+          the first write answers that write's first offset, as a `Replayed` (an int), and
+          appends nothing;
+        - a retry that arrives while the first write is still in progress waits for it;
+        - a write that failed is forgotten, so its retry really runs (and a duplicate that
+          was waiting for it is appended after all);
+        - the same key twice in one call appends that batch once;
+        - keys are per topic and are forgotten when the topic is deleted.
+
+        The local engine keeps the keys in memory: a restart forgets them, and it holds at
+        most 100,000 per store (the oldest are dropped first). A JetStream engine will pass
+        them to the server as `Nats-Msg-Id` (deduplicated within its stream's window)."""
         check_name(topic_id)
-        return self._engine.append(topic_id, [self._checked_batch(topic_id, b) for b in batches])
+        checked = [self._checked_batch(topic_id, b) for b in batches]
+        if idempotency_keys is None:
+            return self._engine.append(topic_id, checked)
+        keys = [None if k is None else _check_idempotency_key(k) for k in idempotency_keys]
+        if len(keys) != len(checked):
+            raise InvalidArgument(
+                f"idempotency_keys has {len(keys)} entries for {len(checked)} batches"
+            )
+        return self._engine.append(topic_id, checked, keys if any(keys) else None)
 
     def _checked_batch(self, topic_id: str, messages: Iterable[bytes | Record]) -> Batch:
         """Validated, and plain when all are bytes (the fast frame path)."""
@@ -511,6 +576,15 @@ def _milliseconds(timestamp: object) -> int:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int):
         raise InvalidArgument(f"timestamp must be int milliseconds, not {timestamp!r}")
     return timestamp
+
+
+def _check_idempotency_key(key: object) -> str:
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidArgument(
+            f"an idempotency key must be a str of 1 to {MAX_IDEMPOTENCY_KEY} characters, "
+            f"not {key!r:.80}"
+        )
+    return key
 
 
 def _check_poll_args(topic_id: str, name: str, max_messages: object, wait: object) -> None:

@@ -34,6 +34,18 @@ class Record:
     headers: Mapping[str, str] | None = None
 
 
+class Replayed(int):
+    """A first offset answered from an idempotency key: that batch was written before (or
+    by a concurrent duplicate) and was not appended again. An `int` in every way;
+    `isinstance(offset, Replayed)` tells a replay from a fresh write (the HTTP server
+    answers it with `Idempotent-Replayed: true`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Replayed({int(self)})"
+
+
 class Grant:
     """One poll's leases: the grant number in each token, and the counts of redeliveries."""
 

@@ -151,7 +151,7 @@ def render(store: Store, traffic: Traffic) -> str:
     w.family(
         "logstore_idempotency_keys",
         "gauge",
-        "Idempotency keys remembered (2-minute window).",
+        "Idempotency keys the store remembers (2-minute window).",
         [((), traffic.idempotency_keys)],
     )
     stats = store.stats

@@ -23,7 +23,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     if not (grant.admin or grant.metrics):
         raise ApiError(403, "forbidden", "this token may not read metrics")
     traffic = state.metrics.snapshot(
-        state.long_polls.active, state.sse_streams.active, len(state.idempotency)
+        state.long_polls.active, state.sse_streams.active, state.store.idempotency_keys
     )
     text = await state.run(metrics.render, state.store, traffic)
     return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})

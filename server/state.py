@@ -13,7 +13,6 @@ from aiohttp import web
 from logstore import Record, Store, TopicInfo, TopicNotFound
 
 from .auth import Authenticator
-from .idempotency import IdempotencyCache
 from .limits import Gate, Limits
 from .metrics import Metrics
 from .writer import PublishingThread
@@ -36,7 +35,6 @@ class ServerState:
         self.config = config
         self.limits = limits = config.limits
         self.metrics = Metrics()
-        self.idempotency = IdempotencyCache()
         self.long_polls = Gate(
             "waiting long polls", limits.max_long_polls, limits.retry_after_seconds
         )
@@ -76,12 +74,16 @@ class ServerState:
         """Run blocking storage work (fsync, LMDB commits, file reads) in the thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def publish(self, topic: str, items: list[bytes | Record]) -> int:
+    async def publish(
+        self, topic: str, items: list[bytes | Record], idempotency_key: str | None = None
+    ) -> int:
         """Append one publish (an atomic batch) on its topic's publishing thread, which
         writes and syncs all publishes queued together at once (see `writer`); its first
-        offset. Several threads let different topics' fsyncs run in parallel."""
+        offset, a `Replayed` when the store answered it from its idempotency key. Several
+        threads let different topics' fsyncs run in parallel."""
         publishers = self._publishers  # a topic always goes to the same one: order is kept
-        return await publishers[hash(topic) % len(publishers)].publish(topic, items)
+        publisher = publishers[hash(topic) % len(publishers)]
+        return await publisher.publish(topic, items, idempotency_key)
 
     def mark_open(self, topic: str) -> None:
         """`topic`'s log is open in the store (it was just used from the thread pool)."""

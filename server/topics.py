@@ -8,14 +8,20 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from logstore import DEFAULT_SEGMENT_BYTES, Record, Store, TopicExists
+from logstore import (
+    DEFAULT_SEGMENT_BYTES,
+    MAX_IDEMPOTENCY_KEY,
+    Record,
+    Replayed,
+    Store,
+    TopicExists,
+)
 from logstore.wire import message_json
 
 from . import codec, params
 from .auth import require
 from .codec import json_response
 from .errors import invalid
-from .idempotency import MAX_KEY_LENGTH
 from .keys import GRANT, READ_OFFSET
 from .state import STATE, ServerState
 
@@ -70,7 +76,6 @@ async def delete_topic(request: web.Request) -> web.Response:
     topic = params.name(request, "topic", "topic id")
     require(request[GRANT], "admin", topic)
     await state.run(state.store.delete_topic, topic)
-    state.idempotency.forget_topic(topic)
     state.metrics.forget_topic(topic)
     state.forget_topic(topic)
     return web.Response(status=204)
@@ -87,27 +92,17 @@ async def publish(request: web.Request) -> web.Response:
     else:
         key = request.query.get("key")
         items, nbytes = [body if key is None else Record(body, key.encode())], len(body)
+    # Idempotency-Key: the store answers a retry with the first write's offset (as a
+    # `Replayed`) and appends nothing; the policy is `Store.write_batches`'.
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return _published(await _append(state, topic, items, nbytes))
-    if not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise invalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
-    result, replayed = await state.idempotency.run(
-        topic, key, lambda: _append(state, topic, items, nbytes)
-    )
-    return _published(result, replayed)
-
-
-async def _append(state: ServerState, topic: str, items: list, nbytes: int) -> dict:
-    first = await state.publish(topic, items)
-    state.metrics.count_published(topic, len(items), nbytes)
-    return {"first_offset": first, "count": len(items)}
-
-
-def _published(result: dict, replayed: bool = False) -> web.Response:
-    body = b'{"first_offset":%d,"count":%d}' % (result["first_offset"], result["count"])
-    headers = _REPLAYED if replayed else _JSON
-    return web.Response(body=body, status=201, headers=headers)
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise invalid(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    first = await state.publish(topic, items, key)
+    replayed = isinstance(first, Replayed)
+    if not replayed:
+        state.metrics.count_published(topic, len(items), nbytes)
+    body = b'{"first_offset":%d,"count":%d}' % (first, len(items))
+    return web.Response(body=body, status=201, headers=_REPLAYED if replayed else _JSON)
 
 
 _JSON = {"Content-Type": "application/json"}

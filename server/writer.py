@@ -4,9 +4,10 @@
 for a small publish is more than the write itself. This thread instead takes every publish
 queued since its last round, writes each topic's share with one `Store.write_batches` (one
 `pwrite` and, under fsync="always", one fsync for all of them; each publish stays its own
-atomic batch), and hands all the results back to the event loop with one
-`call_soon_threadsafe`. While it waits for an fsync, the next round queues up: group commit
-with one thread and no herd of pool threads.
+atomic batch, with its Idempotency-Key if it has one: the store applies that policy), and
+hands all the results back to the event loop with one `call_soon_threadsafe`. While it
+waits for an fsync, the next round queues up: group commit with one thread and no herd of
+pool threads.
 
 Why batch again on top of the store's own group commit: the store shares an fsync among
 callers that are each blocked in a write, so relying on it alone needs one pool thread per
@@ -35,14 +36,16 @@ class PublishingThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def publish(self, topic: str, items: list[bytes | Record]) -> asyncio.Future[int]:
-        """Queue one atomic batch for `topic`; its first offset (or error) arrives on the
-        returned future."""
+    def publish(
+        self, topic: str, items: list[bytes | Record], idempotency_key: str | None = None
+    ) -> asyncio.Future[int]:
+        """Queue one atomic batch for `topic`; its first offset (a `Replayed` when its
+        idempotency key answered it) or error arrives on the returned future."""
         if self._stopping:
             raise RuntimeError("the publishing thread has stopped")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((loop, future, topic, items))
+        self._queue.put((loop, future, topic, items, idempotency_key))
         return future
 
     def stop(self) -> None:
@@ -64,15 +67,17 @@ class PublishingThread:
                     by_topic.setdefault(item[2], []).append(item)
             results: dict[asyncio.AbstractEventLoop, list] = {}
             for topic, items in by_topic.items():
-                for (loop, future, _, _), outcome in zip(
-                    items, self._write(topic, [i[3] for i in items]), strict=True
-                ):
+                keys = [i[4] for i in items]
+                outcomes = self._write(topic, [i[3] for i in items], keys if any(keys) else None)
+                for (loop, future, *_), outcome in zip(items, outcomes, strict=True):
                     results.setdefault(loop, []).append((future, *outcome))
             self._hand_back(results)
             if stop:
                 return
 
-    def _write(self, topic: str, batches: list[list]) -> list[tuple[Any, BaseException | None]]:
+    def _write(
+        self, topic: str, batches: list[list], keys: list[str | None] | None
+    ) -> list[tuple[Any, BaseException | None]]:
         """(first offset, None) or (None, error) per batch.
 
         A batch the store refuses before writing anything (a bad or too large message) fails
@@ -81,13 +86,19 @@ class PublishingThread:
         dropped the pages, and a retry that then succeeded would acknowledge data that a
         power loss can take (the store refuses further writes itself)."""
         try:
-            return [(first, None) for first in self._store.write_batches(topic, batches)]
+            firsts = self._store.write_batches(topic, batches, idempotency_keys=keys)
+            return [(first, None) for first in firsts]
         except (InvalidArgument, MessageTooLarge) as exc:
             if len(batches) == 1:
                 return [(None, exc)]
         except BaseException as exc:  # handed to the awaiting handlers, not lost
             return [(None, exc)] * len(batches)
-        return [outcome for b in batches for outcome in self._write(topic, [b])]
+        keys = keys or [None] * len(batches)
+        return [
+            outcome
+            for b, k in zip(batches, keys, strict=True)
+            for outcome in self._write(topic, [b], None if k is None else [k])
+        ]
 
     @staticmethod
     def _hand_back(results: dict[asyncio.AbstractEventLoop, list]) -> None:

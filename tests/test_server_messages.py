@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from test_server_support import raw_exchange
+from test_server_support import LiveServer, raw_exchange
 
-from logstore_server.idempotency import IdempotencyCache
+from logstore import Store
 
 pytest_plugins = ["test_server_support"]
 
@@ -58,17 +58,22 @@ def test_json_batch_is_atomic_with_contiguous_offsets(orders):
 
 
 def test_replay_encodes_text_as_value_and_other_bytes_as_value_b64(orders):
+    before = time.time_ns() // 1_000_000
     _publish(orders, [{"value": "hello", "key": "k", "headers": {"h": "v"}}])
     orders.request("POST", "/topics/orders/messages", b"\xff\x00")
+    after = time.time_ns() // 1_000_000
     page = orders.request("GET", "/topics/orders/messages").json
     first, second = page["messages"]
+    stored = [m.timestamp for m in orders.store.read("orders", 0)]
+    assert before <= stored[0] <= stored[1] <= after  # milliseconds of the wall clock
     assert first == {
         "offset": 0,
-        "timestamp": first["timestamp"],
-        "key": "hello"[:0] + "k",
+        "timestamp": stored[0],
+        "key": "k",
         "headers": {"h": "v"},
         "value": "hello",
     }
+    assert second["timestamp"] == stored[1]
     assert "value" not in second and base64.b64decode(second["value_b64"]) == b"\xff\x00"
     assert second["key"] is None
     assert (page["next_offset"], page["start_offset"], page["end_offset"]) == (2, 0, 2)
@@ -289,24 +294,23 @@ def test_concurrent_retries_with_one_idempotency_key_append_once(orders):
     assert orders.store.topic("orders").end_offset == 1
 
 
-def test_idempotency_window_expires():
-    import asyncio
+def test_idempotency_window_expires(tmp_path):
+    with Store(tmp_path / "data", fsync="never", idempotency_window=0.2) as store:
+        server = LiveServer(store)
+        try:
+            server.request("PUT", "/topics/t")
+            headers = {"Idempotency-Key": "k"}
 
-    async def scenario():
-        cache = IdempotencyCache(window=0.05)
-        calls = []
+            def publish():
+                return server.request("POST", "/topics/t/messages", b"a", headers=headers)
 
-        async def publish():
-            calls.append(1)
-            return {"first_offset": len(calls)}
-
-        assert (await cache.run("t", "k", publish))[1] is False
-        assert (await cache.run("t", "k", publish))[1] is True
-        await asyncio.sleep(0.06)
-        assert (await cache.run("t", "k", publish))[1] is False
-        return len(calls)
-
-    assert asyncio.run(scenario()) == 2
+            assert "Idempotent-Replayed" not in publish().headers
+            assert publish().headers.get("Idempotent-Replayed") == "true"
+            time.sleep(0.25)
+            assert "Idempotent-Replayed" not in publish().headers
+            assert store.topic("t").end_offset == 2
+        finally:
+            server.stop()
 
 
 def test_overlong_idempotency_key_answers_400(orders):
@@ -328,7 +332,19 @@ def test_published_json_round_trips_through_replay(orders):
         for field in ("value", "value_b64", "key", "headers"):
             if field in s:
                 assert g[field] == s[field]
-    assert json.loads(json.dumps(got)) == got
+    assert [(g["offset"], g["key"], g["headers"]) for g in got] == [
+        (0, None, {}),
+        (1, "ключ", {"ü": "ß", "empty": ""}),
+        (2, None, {}),
+    ]
+    assert "value_b64" not in got[0] and "value" not in got[2]
+    stored = orders.store.read("orders", 0)  # the bytes the store holds, not the reply's JSON
+    assert [(m.value, m.key, dict(m.headers)) for m in stored] == [
+        (b"plain", None, {}),
+        ("ключ".encode(), "ключ".encode(), {"ü": "ß", "empty": ""}),
+        (bytes(range(256)), None, {}),
+    ]
+    assert [g["timestamp"] for g in got] == [m.timestamp for m in stored]
 
 
 @pytest.mark.parametrize(

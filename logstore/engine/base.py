@@ -11,6 +11,14 @@ callers pay no thread hop; its `*_async` methods wait on the event loop and hop 
 loop's default executor only for work that touches files. An engine whose client is
 asynchronous (JetStream) runs it on a private loop thread behind the same methods.
 
+Idempotency keys: `append` takes one key (or None) per batch and applies the facade's
+policy (see `Store.write_batches`): within the engine's window a key already written
+answers its batch's first offset as a `Replayed` without appending again, a key in flight
+makes the duplicate wait for that write (and append after all if it failed), and a failed
+write's key is forgotten. Keys are per topic and go with it when it is deleted. The local
+engine keeps them in memory (`engine.local.idempotency`); a JetStream engine will hand them
+to the server as `Nats-Msg-Id` (its stream's duplicate window) instead.
+
 Every method may be called from any thread. Errors are `logstore.errors` exceptions.
 """
 
@@ -68,6 +76,10 @@ class Engine(Protocol):
     readonly: bool
     stats: Stats
 
+    @property
+    def idempotency_keys(self) -> int:
+        """Idempotency keys remembered in this process now (0 if the engine keeps none)."""
+
     # topics
     def create_topic(self, topic_id: str, settings: TopicSettings, *, exist_ok: bool) -> TopicInfo:
         """Create a topic (TopicExists unless `exist_ok` and the settings are the same)."""
@@ -80,8 +92,15 @@ class Engine(Protocol):
     def topics(self) -> list[TopicInfo]: ...
 
     # the log
-    def append(self, topic_id: str, batches: Sequence[Batch]) -> list[int]:
-        """Append each batch atomically, durable per the engine's policy; first offsets."""
+    def append(
+        self, topic_id: str, batches: Sequence[Batch], keys: Sequence[str | None] | None = None
+    ) -> list[int]:
+        """Append each batch atomically, durable per the engine's policy; first offsets.
+
+        `keys`: None, or one idempotency key (validated) or None per batch. A batch whose
+        key answered it is not appended: its first offset is the first write's, as a
+        `Replayed`. Atomic per batch as always: a duplicate never takes offsets. With
+        `keys=None` the engine must not pay for the feature (the hot path)."""
 
     def read(
         self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None

@@ -19,6 +19,8 @@ Opening runs these passes, each logged under `logstore.engine`:
 Each topic then recovers on first use (see `loader` for its passes), so opening a store of
 10,000 topics does not read 10,000 directories.
 
+Idempotency keys are kept in memory, in one table for the store (see `idempotency`).
+
 Threads: callers' threads do appends (group commit), reads and subscription work; one
 maintenance thread per engine runs "interval" fsyncs, retention and deferred ack commits.
 Thread-safe: any method may be called from any thread. The `*_async` methods never block
@@ -38,7 +40,7 @@ from collections.abc import Iterable, Sequence
 
 import lmdb
 
-from ...config import Stats
+from ...config import IDEMPOTENCY_WINDOW_SECONDS, MAX_IDEMPOTENCY_KEYS, Stats
 from ...errors import (
     InvalidArgument,
     LogstoreError,
@@ -52,6 +54,7 @@ from ...types import Message, SubscriptionInfo, TopicInfo
 from ..base import Batch, Leased, Outcome, SubscriptionSettings, TopicSettings
 from .failures import storage_error
 from .handles import FileHandles
+from .idempotency import IdempotencyTable
 from .index import OffsetIndex, boot_id, distrust
 from .log import LogContext, TopicLog, now_ms
 from .meta import MetaStore, TopicMeta
@@ -85,6 +88,7 @@ class LocalEngine:
         fsync_interval: float,
         readonly: bool,
         max_open_files: int,
+        idempotency_window: float = IDEMPOTENCY_WINDOW_SECONDS,
     ):
         self.path = path
         self.fsync = fsync
@@ -105,6 +109,7 @@ class LocalEngine:
             fsync=fsync,
             readonly=readonly,
             stats=self.stats,
+            idempotency=IdempotencyTable(idempotency_window, MAX_IDEMPOTENCY_KEYS),
         )
         if self._index is not None and self._index.rebuilt_reason:
             self.stats.rebuilt_index()
@@ -251,12 +256,18 @@ class LocalEngine:
 
     # --------------------------------------------------------------- the log
 
-    def append(self, topic_id: str, batches: Sequence[Batch]) -> list[int]:
+    def append(
+        self, topic_id: str, batches: Sequence[Batch], keys: Sequence[str | None] | None = None
+    ) -> list[int]:
         if self.readonly:
             raise ReadOnlyStore(self.path)
-        firsts = self._log(topic_id).append_frames(batches)
+        firsts = self._log(topic_id).append_frames(batches, keys)
         self._subs.on_written(topic_id)  # wakes the topic's waiting subscription polls
         return firsts
+
+    @property
+    def idempotency_keys(self) -> int:
+        return len(self._ctx.idempotency)
 
     def read(
         self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None

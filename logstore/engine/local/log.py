@@ -14,7 +14,8 @@ takes the whole queue, writes it with one `pwrite` and, under fsync="always", on
 first caller of the next batch (group commit, as in LevelDB's writer queue). Readers see
 messages once synced ("always") or once written ("interval", "never"). A failed write or
 sync cuts the file back to its last good end and fails that batch and every batch queued
-behind it.
+behind it. Batches with idempotency keys take a separate path (`_append_keyed`) that
+consults the store's key table (see `idempotency`) under the same queue lock.
 
 Thread-safety: every public method is thread-safe. `_lock` guards the queue; `_io_lock`
 guards the files (writes, syncs, rolls, retention, damage found later). Reads take neither:
@@ -44,12 +45,14 @@ from ...errors import (
     TopicNotFound,
 )
 from ...frames import FrameError, Message
-from ...group_commit import GroupCommit
+from ...group_commit import GroupCommit, Ticket
+from ...types import Replayed
 from ...waiting import Watermark
 from ..base import Batch
 from . import follower, reader, retention
 from .failures import is_space, storage_error
 from .handles import FileHandles
+from .idempotency import Entry, IdempotencyTable
 from .index import INTERVAL_BYTES, IndexEntry, OffsetIndex
 from .loader import Loader, log_damage
 from .meta import TopicMeta
@@ -80,6 +83,7 @@ class LogContext:
     fsync: str
     readonly: bool
     stats: Stats
+    idempotency: IdempotencyTable
 
 
 class TopicLog:
@@ -174,14 +178,19 @@ class TopicLog:
 
     # --------------------------------------------------------------- appends
 
-    def append_frames(self, batches: Sequence[Batch]) -> list[int]:
+    def append_frames(
+        self, batches: Sequence[Batch], keys: Sequence[str | None] | None = None
+    ) -> list[int]:
         """Append each batch as its own atomic frame, all written (and synced) together.
 
         The frames join a queue. Whoever finds no leader becomes one and writes every
         queued frame with one `pwrite` and (under "always") one `fdatasync`, while later
         callers queue up behind it: group commit without a thundering herd. Returns the
-        first offset of each batch; nothing is queued if any batch is too large.
+        first offset of each batch; nothing is queued if any batch is too large. `keys`
+        (one idempotency key or None per batch) is handled by `_append_keyed`.
         """
+        if keys is not None:
+            return self._append_keyed(batches, keys)
         with self._lock:
             self._check_open()
             if self._failed is not None:
@@ -190,21 +199,105 @@ class TopicLog:
             ts = max(now_ms(), self._last_ts)
             queued = []
             for batch in batches:
-                records = batch.records
-                try:
-                    if batch.plain:
-                        frame = record.encode_many(base, ts, records)
-                    else:
-                        frame = record.encode(base, ts, records)
-                except record.FrameTooLarge as exc:
-                    raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
-                queued.append(_Frame(frame, base, base + len(records), ts))
-                base += len(records)
+                frame = self._encode(batch, base, ts)
+                queued.append(frame)
+                base = frame.end
             self._next_offset = base
             self._last_ts = ts
             ticket = self._commits.enqueue_locked(queued)
         self._commits.wait(ticket)
         return [frame.first for frame in queued]
+
+    def _encode(self, batch: Batch, base: int, ts: int) -> _Frame:
+        """One batch as one frame, numbered from `base` (under the queue lock)."""
+        records = batch.records
+        try:
+            if batch.plain:
+                data = record.encode_many(base, ts, records)
+            else:
+                data = record.encode(base, ts, records)
+        except record.FrameTooLarge as exc:
+            raise MessageTooLarge(self.topic_id, exc.size, record.MAX_FRAME_BYTES) from None
+        return _Frame(data, base, base + len(records), ts)
+
+    def _append_keyed(self, batches: Sequence[Batch], keys: Sequence[str | None]) -> list[int]:
+        """`append_frames` with idempotency keys (see `idempotency` for the table).
+
+        Under the queue lock each keyed batch is looked up: a key written within the window
+        answers its first offset (a `Replayed`); a key in flight makes this caller join the
+        group commit (with nothing of its own, if that is all it has) and, once its wait
+        returns, answer that batch's first offset or, if that write failed, append the
+        batch after all; a key used twice in this call appends once. New keys are added as
+        their frames are queued, count as written when the group commit succeeds, and are
+        dropped when it fails."""
+        table, uid = self._ctx.idempotency, self.uid
+        firsts: list[int] = []
+        queued: list[_Frame] = []
+        fresh: dict[str, int] = {}  # key -> first offset, for keys this call appends
+        awaited: dict[int, Entry] = {}  # batch index -> entry of a keyed write in flight
+        with self._lock:
+            self._check_open()
+            if self._failed is not None:
+                raise self._failed
+            base = self._next_offset
+            ts = max(now_ms(), self._last_ts)
+            for i, (batch, key) in enumerate(zip(batches, keys, strict=True)):
+                if key is not None:
+                    if key in fresh:
+                        firsts.append(Replayed(fresh[key]))
+                        continue
+                    entry = table.find(uid, key)
+                    if entry is not None:
+                        if entry.written():
+                            firsts.append(Replayed(entry.first))
+                        else:
+                            awaited[i] = entry
+                            firsts.append(-1)  # known once that write finishes
+                        continue
+                    fresh[key] = base
+                frame = self._encode(batch, base, ts)
+                queued.append(frame)
+                firsts.append(base)
+                base = frame.end
+            if not queued and not awaited:
+                return firsts  # every batch a replay of a finished write
+            if queued:
+                self._next_offset = base
+                self._last_ts = ts
+            ticket = self._commits.enqueue_locked(queued)
+            mine = [(key, table.add(uid, key, first, ticket)) for key, first in fresh.items()]
+        self._wait_keyed(ticket, mine, bool(queued))
+        retry = [i for i, entry in awaited.items() if not self._replayed(entry, firsts, i)]
+        if retry:
+            again = self._append_keyed([batches[i] for i in retry], [keys[i] for i in retry])
+            for i, first in zip(retry, again, strict=True):
+                firsts[i] = first
+        return firsts
+
+    def _wait_keyed(self, ticket: Ticket, mine: list[tuple[str, Entry]], wrote: bool) -> None:
+        """Wait for the group commit; keys of a failed write are forgotten. A caller that
+        wrote nothing (it only waited for other callers' keys) does not raise: how those
+        writes went decides its answer."""
+        table = self._ctx.idempotency
+        try:
+            self._commits.wait(ticket)
+        except LogstoreError:
+            for key, entry in mine:
+                table.forget(self.uid, key, entry)
+            if wrote:
+                raise
+        else:
+            for _, entry in mine:
+                entry.settle()
+
+    @staticmethod
+    def _replayed(entry: Entry, firsts: list[int], i: int) -> bool:
+        """Answer batch `i` from the keyed write it waited for, if that one was written.
+        Batches finish in order (see `group_commit`), so that write has finished."""
+        if entry.written():
+            firsts[i] = Replayed(entry.first)
+            return True
+        return False
 
     def _void_queued(self, failed: list[_Frame], behind: list[_Frame]) -> list[_Frame]:
         """A batch failed: frames queued behind it were numbered after it, so void them."""
@@ -485,6 +578,7 @@ class TopicLog:
 
     def delete(self) -> None:
         self.close(TopicNotFound(self.topic_id))
+        self._ctx.idempotency.forget_topic(self.uid)
 
     # ------------------------------------------------- read-only followers
 
