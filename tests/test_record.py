@@ -42,12 +42,16 @@ def test_decode_from_the_middle_of_a_frame_with_a_limit():
     assert [(m.offset, m.key, m.value) for m in messages] == [(13, b"k3", b"3"), (14, b"k4", b"4")]
 
 
-@pytest.mark.parametrize("position", range(0, 60, 3))
-def test_any_flipped_byte_is_caught(position):
-    data = bytearray(rec.encode_many(0, 99, [b"hello world", b"second message!!"]))
-    data[position] ^= 0x01
-    with pytest.raises(FrameError):
-        frames_of(bytes(data))
+_FRAME = rec.encode_many(0, 99, [b"hello world", b"second message!!"])
+
+
+@pytest.mark.parametrize("position", range(len(_FRAME)))
+def test_every_flipped_bit_of_every_byte_of_a_frame_is_caught(position):
+    for bit in range(8):
+        data = bytearray(_FRAME)
+        data[position] ^= 1 << bit
+        with pytest.raises(FrameError):
+            frames_of(bytes(data))
 
 
 def test_a_truncated_frame_is_caught():

