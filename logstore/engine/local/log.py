@@ -192,11 +192,7 @@ class TopicLog:
         if keys is not None:
             return self._append_keyed(batches, keys)
         with self._lock:
-            self._check_open()
-            if self._failed is not None:
-                raise self._failed
-            base = self._next_offset
-            ts = max(now_ms(), self._last_ts)
+            base, ts = self._next_append_locked()
             queued = []
             for batch in batches:
                 frame = self._encode(batch, base, ts)
@@ -207,6 +203,13 @@ class TopicLog:
             ticket = self._commits.enqueue_locked(queued)
         self._commits.wait(ticket)
         return [frame.first for frame in queued]
+
+    def _next_append_locked(self) -> tuple[int, int]:
+        """(first offset, timestamp) for the next frames, if the topic takes writes now."""
+        self._check_open()
+        if self._failed is not None:
+            raise self._failed
+        return self._next_offset, max(now_ms(), self._last_ts)
 
     def _encode(self, batch: Batch, base: int, ts: int) -> _Frame:
         """One batch as one frame, numbered from `base` (under the queue lock)."""
@@ -236,11 +239,7 @@ class TopicLog:
         fresh: dict[str, int] = {}  # key -> first offset, for keys this call appends
         awaited: dict[int, Entry] = {}  # batch index -> entry of a keyed write in flight
         with self._lock:
-            self._check_open()
-            if self._failed is not None:
-                raise self._failed
-            base = self._next_offset
-            ts = max(now_ms(), self._last_ts)
+            base, ts = self._next_append_locked()
             for i, (batch, key) in enumerate(zip(batches, keys, strict=True)):
                 if key is not None:
                     if key in fresh:
