@@ -16,7 +16,10 @@ import time
 class Watermark:
     def __init__(self, value: int = 0):
         self._value = value
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a KeyboardInterrupt that lands between taking the lock and entering the
+        # `with` block (CPython 3.11 allows that) leaves it held by the main thread, whose
+        # `Store.close()` must still get through instead of hanging.
+        self._cond = threading.Condition(threading.RLock())
         self._thread_waiters = 0
         self._futures: set[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = set()
         self._closed = False

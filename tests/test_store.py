@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -351,3 +353,19 @@ def test_write_batches_checks_every_batch_before_writing_any(data_dir):
         with pytest.raises(InvalidArgument):
             store.write_batches("t", [[b"ok"], []])
         assert store.topic("t").end_offset == 0
+
+
+def test_a_store_closes_in_the_thread_an_interrupt_left_holding_a_wait_lock(data_dir):
+    """Ctrl-C can land between taking a watermark's lock and entering its `with` block
+    (CPython 3.11), leaving the lock held by the main thread; closing the store in that
+    thread must still finish (it hung `logstore read -f --data` once)."""
+    code = (
+        "import sys; from logstore import Store\n"
+        "store = Store(sys.argv[1], fsync='never'); store.create_topic('t')\n"
+        "store._engine._log('t').visible._cond.acquire()\n"
+        "store.close(); print('closed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True, timeout=20
+    )
+    assert done.stdout.strip() == "closed", done.stderr
