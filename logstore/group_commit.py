@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 from .errors import LogstoreError, StorageError
 
-log = logging.getLogger("logstore.group_commit")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -47,7 +47,7 @@ from .errors import (
 )
 from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
 
-log = logging.getLogger("logstore.store")
+log = logging.getLogger(__name__)
 
 POSITIONS = ("earliest", "latest")
 DEAD_LETTER_HEADERS = (

@@ -80,7 +80,10 @@ def test_leftover_of_an_unfinished_creation_is_cleared_and_logged(
     (tmp_path / "topics").mkdir()
     (tmp_path / leftover).mkdir()
     (tmp_path / leftover / "data.mdb").write_bytes(b"\x00" * 4096)
-    with caplog.at_level(logging.WARNING, logger="logstore.meta"), Store(tmp_path) as store:
+    with (
+        caplog.at_level(logging.WARNING, logger="logstore.engine.local.meta"),
+        Store(tmp_path) as store,
+    ):
         store.create_topic("t")
     assert logged in caplog.text
     assert not (tmp_path / "meta.new").exists()

@@ -7,7 +7,7 @@ Data directory layout::
     index/               LMDB, no fsync: sparse offset and time index            -- a cache
     topics/<uid>-<id>/   one directory of segment files per topic incarnation
 
-Opening runs these passes, each logged under `logstore.engine`:
+Opening runs these passes, each logged under `logstore.engine.local.engine`:
 
 1. Lock the directory (writers only).
 2. Open the metadata environment, creating it atomically (see `meta`).
@@ -61,7 +61,7 @@ from .meta import MetaStore, TopicMeta
 from .segment import create_segment, fsync_directory
 from .subscriptions import Subscriptions
 
-log = logging.getLogger("logstore.engine")
+log = logging.getLogger(__name__)
 
 _READONLY_POLL_SECONDS = 0.01
 

@@ -38,7 +38,7 @@ import lmdb
 
 from .meta import IndexSession
 
-log = logging.getLogger("logstore.index")
+log = logging.getLogger(__name__)
 
 INTERVAL_BYTES = 4096
 _UID_OFF = struct.Struct(">QQ")

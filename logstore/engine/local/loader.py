@@ -2,7 +2,7 @@
 
 On disk a topic is a directory of segment files (see `segment`), each a run of frames (see
 `frames`). The LMDB offset index (see `index`) is a cache; the segments are the truth.
-The passes, each logged under `logstore.engine.loader`:
+The passes, each logged under `logstore.engine.local.loader`:
 
 1. Segments: list the segment files; a topic directory without one gets an empty
    segment 0 (a create interrupted after `mkdir`).
@@ -43,7 +43,7 @@ from .segment import (
     segment_name,
 )
 
-log = logging.getLogger("logstore.engine.loader")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)

@@ -65,7 +65,7 @@ from .segment import (
     segment_name,
 )
 
-log = logging.getLogger("logstore.topic")
+log = logging.getLogger(__name__)
 
 _PENDING_LIMIT = 32
 

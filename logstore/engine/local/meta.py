@@ -34,7 +34,7 @@ import lmdb
 
 from .segment import fsync_directory
 
-log = logging.getLogger("logstore.meta")
+log = logging.getLogger(__name__)
 
 _MAP_SIZE = 1 << 34
 _MAX_DBS = 16

@@ -82,7 +82,7 @@ from .subscription_state import SubscriptionState, decode_acks, runs_of, state_k
 if TYPE_CHECKING:
     from .meta import MetaStore
 
-log = logging.getLogger("logstore.subscriptions")
+log = logging.getLogger(__name__)
 
 
 class _Group:
