@@ -180,9 +180,8 @@ class Store:
             batch = Batch([self._check_value(topic_id, value)], plain=True)
         else:
             batch = Batch([self._check_record(topic_id, Record(value, key, headers))], False)
-        if idempotency_key is None:
-            return self._engine.append(topic_id, [batch])[0]
-        return self._engine.append(topic_id, [batch], [_check_idempotency_key(idempotency_key)])[0]
+        keys = None if idempotency_key is None else [_check_idempotency_key(idempotency_key)]
+        return self._engine.append(topic_id, [batch], keys)[0]
 
     def write_many(
         self,
