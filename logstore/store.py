@@ -98,8 +98,8 @@ class Store:
         self.max_message_bytes = max_message_bytes
         if not frames.CRC_IS_NATIVE:
             log.warning(
-                "crcmod's C extension is missing: CRC-32C runs in pure Python, about 40x "
-                "slower. Reinstall crcmod with a C compiler and the Python headers present."
+                "google-crc32c's C extension is missing: CRC-32C runs in pure Python, "
+                "hundreds of times slower. Reinstall google-crc32c from a wheel."
             )
         self._engine: Engine = LocalEngine(
             self.path,

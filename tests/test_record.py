@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import struct
+
 import pytest
 
+from logstore import Store
 from logstore import frames as rec
+from logstore.engine.local.segment import SUFFIX
 from logstore.frames import FrameError, Record
 
 
@@ -61,6 +66,40 @@ def test_a_truncated_frame_is_caught():
             frames_of(data[:cut])
 
 
-def test_the_native_crc_extension_is_in_use():
-    assert rec.CRC_IS_NATIVE, "crcmod runs its pure-Python fallback; reinstall it with gcc"
-    assert rec.crc32c(b"123456789") == 0xE3069283
+def test_the_native_crc_extensions_are_in_use():
+    assert rec.REFERENCE_IS_NATIVE, "crcmod runs its pure-Python fallback; reinstall it with gcc"
+    assert rec.CRC_IS_NATIVE, "google-crc32c runs its pure-Python fallback"
+    assert rec.crc32c(b"123456789") == rec.reference_crc32c(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hardware_crc_equals_the_crcmod_reference_on_random_inputs(seed):
+    rng = random.Random(seed)
+    for _ in range(500):
+        data = rng.randbytes(rng.choice([0, 1, 7, 8, 63, 64, 65, 4096, rng.randrange(200_000)]))
+        assert rec.crc32c(data) == rec.reference_crc32c(data), len(data)
+
+
+def test_hardware_crc_equals_the_crcmod_reference_on_every_stored_frame(tmp_path):
+    with Store(tmp_path / "data", fsync="never") as store:
+        store.create_topic("t", segment_bytes=1 << 16)
+        rng = random.Random(7)
+        for i in range(300):
+            values = [rng.randbytes(rng.randrange(300)) for _ in range(rng.randrange(1, 20))]
+            if i % 3:
+                store.write_many("t", values)
+            else:
+                store.write_many(
+                    "t", [Record(v, key=b"k%d" % i, headers={"h": str(i)}) for v in values]
+                )
+    seen = 0
+    for path in sorted((tmp_path / "data").glob("topics/*/*" + SUFFIX)):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            length, crc = struct.unpack_from("<II", data, pos)
+            body = data[pos + 8 : pos + length]
+            assert crc == rec.crc32c(body) == rec.reference_crc32c(body), (path, pos)
+            pos += length
+            seen += 1
+    assert seen == 300

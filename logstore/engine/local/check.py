@@ -124,7 +124,7 @@ def run(path: str, out: TextIO = sys.stdout) -> int:
         print(f"{path} is not a logstore data directory (no meta/)", file=out)
         return 2
     if not record.CRC_IS_NATIVE:
-        print("WARNING: crcmod's C extension is missing; checking runs ~40x slower", file=out)
+        print("WARNING: google-crc32c's C extension is missing; checking runs slowly", file=out)
 
     def progress(done: int, total: int) -> None:
         percent = 100 * done / total if total else 100
