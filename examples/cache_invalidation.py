@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-from logstore.client import DEFAULT_URL, Client
+from logstore import DEFAULT_URL, Client
 
 TOPIC = "cache-invalidation"
 

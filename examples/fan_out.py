@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from logstore import Record
-from logstore.client import DEFAULT_URL, Client
+from logstore import DEFAULT_URL, Client, Record
 
 TOPIC = "orders"
 CONSUMERS = ("billing", "shipping", "analytics")

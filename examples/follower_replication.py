@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from logstore import Record, Store
-from logstore.client import DEFAULT_URL, Client
+from logstore import DEFAULT_URL, Client, Record, Store
 
 
 def replicate(leader: Client, replica: Store, topic: str, once: bool) -> int:

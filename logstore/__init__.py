@@ -18,16 +18,20 @@ from .config import (
     NAME_PATTERN,
     check_name,
 )
+from .engine.local.backup import BackupReport, TopicCopy, backup, restore
 from .engine.local.check import check_store
 from .engine.local.check import run as check
 from .errors import (
     Corruption,
+    Forbidden,
     InvalidArgument,
     InvalidName,
     LogstoreError,
     MessageTooLarge,
     OffsetOutOfRange,
     ReadOnlyStore,
+    ServerError,
+    ServerUnreachable,
     StorageError,
     StorageFull,
     StoreClosed,
@@ -36,18 +40,38 @@ from .errors import (
     SubscriptionNotFound,
     TopicExists,
     TopicNotFound,
+    Unauthorized,
 )
+from .iterators import AsyncReceived, Received
 from .store import Store
-from .types import Delivery, Message, Record, Replayed, SubscriptionInfo, TopicInfo
+from .types import (
+    Delivery,
+    EncodedBatch,
+    Message,
+    Record,
+    Replayed,
+    StoredFrames,
+    SubscriptionInfo,
+    TopicInfo,
+)
+
+from .remote import DEFAULT_URL, AsyncClient, Client, Retry  # isort: skip (needs the above)
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "DEFAULT_URL",
     "FSYNC_POLICIES",
     "MAX_BATCH_MESSAGES",
     "MAX_IDEMPOTENCY_KEY",
     "NAME_PATTERN",
+    "AsyncClient",
+    "AsyncReceived",
+    "BackupReport",
+    "Client",
     "Corruption",
     "Delivery",
+    "EncodedBatch",
+    "Forbidden",
     "InvalidArgument",
     "InvalidName",
     "LogstoreError",
@@ -55,21 +79,30 @@ __all__ = [
     "MessageTooLarge",
     "OffsetOutOfRange",
     "ReadOnlyStore",
+    "Received",
     "Record",
     "Replayed",
+    "Retry",
+    "ServerError",
+    "ServerUnreachable",
     "StorageError",
     "StorageFull",
     "Store",
     "StoreClosed",
     "StoreLocked",
+    "StoredFrames",
     "SubscriptionExists",
     "SubscriptionInfo",
     "SubscriptionNotFound",
+    "TopicCopy",
     "TopicExists",
     "TopicInfo",
     "TopicNotFound",
+    "Unauthorized",
+    "backup",
     "check",
     "check_name",
     "check_store",
     "errors",
+    "restore",
 ]

@@ -39,6 +39,22 @@ def check_name(name: object, what: str = "topic id") -> str:
     return name
 
 
+def check_display_name(name: object, default: str) -> str:
+    """A topic's display name (`default` when None): text of at most MAX_DISPLAY_NAME
+    characters that UTF-8 can encode (no lone surrogates), so every listing can print it."""
+    if name is None:
+        return default
+    if isinstance(name, str) and len(name) <= MAX_DISPLAY_NAME:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"topic name {name!r} is not valid Unicode text (it holds a lone surrogate)"
+            ) from None
+        return name
+    raise InvalidArgument(f"topic name must be text of at most {MAX_DISPLAY_NAME} chars")
+
+
 def check_optional_positive(value: object, what: str) -> int | None:
     if value is None:
         return None

@@ -119,3 +119,33 @@ class StorageFull(StorageError):
 
     def __init__(self, topic: str, detail: str):
         super().__init__(topic, f"{detail}; free space and retry")
+
+
+class ServerError(LogstoreError):
+    """An error answer of a logstore server that no other exception here describes (503
+    overloaded or shutting down, 500 internal error, ...): `status` is the HTTP status, `code`
+    the answer's `error` code. Raised by `Client` / `AsyncClient` only."""
+
+    def __init__(self, status: int, code: str, message: str):
+        self.status = status
+        self.code = code
+        super().__init__(f"{code}: {message}" if code else message)
+
+
+class Unauthorized(ServerError):
+    """401: the server needs a token (`Client(url, token=...)`) and got none or a wrong one."""
+
+
+class Forbidden(ServerError):
+    """403: the token is valid but lacks the permission (admin, publish or subscribe on that
+    topic) the call needs."""
+
+
+class ServerUnreachable(LogstoreError, ConnectionError):
+    """No answer: the connection was refused or dropped, or the server took too long, and
+    retrying (where the client's retry rule allows it) did not help."""
+
+    def __init__(self, url: str, reason: object):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the server at {url}: {reason}")

@@ -189,11 +189,10 @@ def decode(buf: bytes, pos: int, header: FrameHeader, first: int, limit: int) ->
     offsets = range(header.base_offset + skip, header.base_offset + stop)
     starts = bounds[skip:stop]
     ends = bounds[skip + 1 : stop + 1]
-    if key_lens is None and headers_lens is None:
-        return [
-            Message(o, ts, None, NO_HEADERS, buf[a:b])
-            for o, a, b in zip(offsets, starts, ends, strict=True)
-        ]
+    if key_lens is None and headers_lens is None:  # the hot path: map() runs in C
+        values = [buf[a:b] for a, b in zip(starts, ends, strict=True)]
+        repeat = itertools.repeat
+        return list(map(Message, offsets, repeat(ts), repeat(None), repeat(NO_HEADERS), values))
     keys = list(itertools.islice(keys, skip, stop))
     headers = list(itertools.islice(headers, skip, stop))
     return [
@@ -251,3 +250,68 @@ def read_frames(
         pos = end
         frame_offset = base + count
     return pos, frame_offset
+
+
+# ------------------------------------------------------------------ frames built elsewhere
+
+_STAMP = struct.Struct("<QQ")
+
+
+def check_encoded(data: bytes) -> tuple[FrameHeader, list[int]]:
+    """Check a frame built by a client (the binary wire's publish body): exactly one frame,
+    sound layout and CRC, headers JSON objects of text. Its header and each message's size
+    (value, key and headers bytes, as `max_message_bytes` counts them). Raises `FrameError`."""
+    header = parse_header(data, 0)
+    if header.length != len(data):
+        raise FrameError(f"the body holds {len(data)} bytes, its frame header says {header.length}")
+    check_crc(data, 0, header)
+    n = header.count
+    if not header.flags:
+        sizes = list(struct.unpack_from(f"<{n}I", data, HEADER_SIZE))
+        if HEADER_SIZE + 4 * n + sum(sizes) != header.length:
+            raise FrameError(f"value lengths disagree with frame length {header.length}")
+        return header, sizes
+    try:
+        messages = decode(data, 0, header, header.base_offset, n)
+    except (ValueError, TypeError, struct.error) as exc:
+        raise FrameError(f"frame columns are not sound: {exc}") from None
+    sizes = []
+    for m in messages:
+        size = len(m.value) + len(m.key or b"")
+        for name, value in m.headers.items():
+            if not isinstance(value, str):
+                raise FrameError(f"message {m.offset}: header {name!r} is not text")
+            size += len(name.encode()) + len(value.encode())
+        sizes.append(size)
+    return header, sizes
+
+
+def restamp(frame: bytes, base_offset: int, timestamp: int) -> bytes:
+    """A checked frame numbered from `base_offset` at `timestamp`, its CRC recomputed."""
+    tail = _STAMP.pack(base_offset, timestamp) + frame[24:]
+    return _LENGTH_CRC.pack(len(frame), crc32c(tail)) + tail
+
+
+def encode_messages(messages: list[Message]) -> bytes:
+    """Stored messages framed afresh, keeping their offsets and timestamps: one frame per
+    run of consecutive offsets sharing a timestamp (poll answers and damaged stretches of
+    the binary wire, where stored frames cannot be sent as they are)."""
+    out = []
+    i, n = 0, len(messages)
+    while i < n:
+        first = messages[i]
+        j = i + 1
+        while (
+            j < n
+            and messages[j].offset == messages[j - 1].offset + 1
+            and messages[j].timestamp == first.timestamp
+        ):
+            j += 1
+        run = messages[i:j]
+        if all(m.key is None and not m.headers for m in run):
+            out.append(encode_many(first.offset, first.timestamp, [m.value for m in run]))
+        else:
+            records = [Record(m.value, m.key, m.headers or None) for m in run]
+            out.append(encode(first.offset, first.timestamp, records))
+        i = j
+    return b"".join(out)

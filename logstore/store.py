@@ -21,23 +21,25 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from . import frames
+from . import frames, iterators
 from .config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
     FSYNC_POLICIES,
     IDEMPOTENCY_WINDOW_SECONDS,
-    MAX_DISPLAY_NAME,
+    MAX_BATCH_MESSAGES,
     MAX_IDEMPOTENCY_KEY,
     MIN_SEGMENT_BYTES,
     Stats,
+    check_display_name,
     check_name,
     check_optional_positive,
 )
 from .engine.base import Batch, Engine, Leased, SubscriptionSettings, TopicSettings
+from .engine.jetstream.options import is_cluster_url
 from .engine.local.engine import LocalEngine
 from .errors import (
     InvalidArgument,
@@ -45,7 +47,15 @@ from .errors import (
     MessageTooLarge,
     OffsetOutOfRange,
 )
-from .types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
+from .types import (
+    Delivery,
+    EncodedBatch,
+    Message,
+    Record,
+    StoredFrames,
+    SubscriptionInfo,
+    TopicInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class Store:
     """A data directory of topics. Open one writer per directory; readers may be many.
+
+    `path` may instead be a NATS JetStream cluster, `"nats://h1:4222,nats://h2:4222"`
+    (options in `engine.jetstream.options`): the same API on replicated streams, shared by
+    any number of processes (docs/CLUSTER.md lists what differs). `fsync` then does not
+    apply: durability is the cluster's `sync_interval`.
 
     `fsync` is "always" (a write returns once it is on stable storage; concurrent writers
     share fsyncs), "interval" (flushed every `fsync_interval` seconds) or "never".
@@ -92,7 +107,8 @@ class Store:
                 f"idempotency_window must be a positive number of seconds, "
                 f"not {idempotency_window!r}"
             )
-        self.path = os.path.abspath(os.fspath(path))
+        cluster = is_cluster_url(path)
+        self.path = path if cluster else os.path.abspath(os.fspath(path))
         self.fsync = fsync
         self.readonly = readonly
         self.max_message_bytes = max_message_bytes
@@ -101,7 +117,12 @@ class Store:
                 "google-crc32c's C extension is missing: CRC-32C runs in pure Python, "
                 "hundreds of times slower. Reinstall google-crc32c from a wheel."
             )
-        self._engine: Engine = LocalEngine(
+        if cluster:
+            if readonly:
+                raise InvalidArgument("readonly=True is for data directories, not clusters")
+            self._engine: Engine = _cluster_engine(path, float(idempotency_window))
+            return
+        self._engine = LocalEngine(
             self.path,
             fsync,
             fsync_interval=fsync_interval,
@@ -114,6 +135,11 @@ class Store:
     def stats(self) -> Stats:
         """Counters for metrics and tests: fsyncs, recovery truncations, index rebuilds."""
         return self._engine.stats
+
+    def describe(self) -> dict[str, object]:
+        """What the store runs on, for `/health`: the engine, where its data lives, its
+        durability, and (a cluster) the connection and the differences of cluster mode."""
+        return self._engine.describe()
 
     @property
     def idempotency_keys(self) -> int:
@@ -137,9 +163,7 @@ class Store:
         are the same. `name` is a display name (any text, default the id); retention by
         age of the records and by size deletes whole old segments."""
         check_name(topic_id)
-        name = topic_id if name is None else name
-        if not isinstance(name, str) or len(name) > MAX_DISPLAY_NAME:
-            raise InvalidArgument(f"topic name must be text of at most {MAX_DISPLAY_NAME} chars")
+        name = check_display_name(name, topic_id)
         check_optional_positive(retention_ms, "retention_ms")
         check_optional_positive(retention_bytes, "retention_bytes")
         check_optional_positive(segment_bytes, "segment_bytes")
@@ -238,6 +262,8 @@ class Store:
 
     def _checked_batch(self, topic_id: str, messages: Iterable[bytes | Record]) -> Batch:
         """Validated, and plain when all are bytes (the fast frame path)."""
+        if isinstance(messages, EncodedBatch):
+            return self._checked_encoded(topic_id, messages)
         items = list(messages)
         if not items:
             raise InvalidArgument(f"a batch for topic {topic_id!r} is empty")
@@ -248,6 +274,23 @@ class Store:
                     raise MessageTooLarge(topic_id, len(m), limit)
             return Batch(items, plain=True)
         return Batch([self._check_record(topic_id, m) for m in items], plain=False)
+
+    def _checked_encoded(self, topic_id: str, data: EncodedBatch) -> Batch:
+        try:
+            header, sizes = frames.check_encoded(data)
+        except frames.FrameError as exc:
+            raise InvalidArgument(
+                f"the encoded batch for topic {topic_id!r} is not one sound frame: {exc}"
+            ) from None
+        if header.count > MAX_BATCH_MESSAGES:
+            raise InvalidArgument(
+                f"a batch for topic {topic_id!r} may hold at most {MAX_BATCH_MESSAGES} "
+                f"messages, not {header.count}"
+            )
+        largest = max(sizes)
+        if largest > self.max_message_bytes:
+            raise MessageTooLarge(topic_id, largest, self.max_message_bytes)
+        return Batch((), plain=False, frame=bytes(data), frame_count=header.count)
 
     def _check_value(self, topic_id: str, value: object) -> bytes:
         if not isinstance(value, bytes | bytearray | memoryview):
@@ -320,6 +363,22 @@ class Store:
         return await loop.run_in_executor(
             None, self._engine.read, topic_id, offset, max_messages, max_bytes
         )
+
+    def read_stored(
+        self,
+        topic_id: str,
+        offset: int = 0,
+        max_messages: int = 100,
+        max_bytes: int | None = None,
+    ) -> StoredFrames:
+        """`read`'s messages as whole frames in the stored format (`logstore.frames`), for
+        the binary wire (SPEC §6): the frames may begin before `offset`; the messages meant
+        run from `offset` to the answer's `next_offset`. Damage is met as `read` meets it
+        (the receiver checks every CRC again, end to end). `max_bytes` bounds the frames'
+        bytes (always one frame)."""
+        check_name(topic_id)
+        self._check_read_args(offset, max_messages, max_bytes, 0.0)
+        return self._engine.read_stored(topic_id, offset, max_messages, max_bytes)
 
     def wait(self, topic_id: str, offset: int, timeout: float) -> bool:
         """Block until a message at `offset` is readable (True) or `timeout` passes."""
@@ -442,30 +501,43 @@ class Store:
         return self._engine.subscription(check_name(topic_id), check_name(name, _SUB_NAME))
 
     def poll(
-        self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
+        self,
+        topic_id: str,
+        name: str,
+        max_messages: int = 100,
+        wait: float = 0.0,
+        max_bytes: int | None = None,
     ) -> list[Delivery]:
-        """Lease up to `max_messages` messages to this caller for the subscription's
-        `ack_wait` (redeliveries first); with `wait`, block up to that long for the first."""
-        _check_poll_args(topic_id, name, max_messages, wait)
+        """Lease up to `max_messages` messages (and at most about `max_bytes` of values and
+        keys, but always the first) to this caller for the subscription's `ack_wait`
+        (redeliveries first); with `wait`, block up to that long for the first."""
+        _check_poll_args(topic_id, name, max_messages, wait, max_bytes)
         deadline = time.monotonic() + wait
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            leased = self._engine.lease(topic_id, name, max_messages, remaining)
+            leased = self._engine.lease(topic_id, name, max_messages, remaining, max_bytes)
             if leased.exhausted_offsets:
                 self._dead_letter(topic_id, name, leased)
             if leased.deliveries or time.monotonic() >= deadline:
                 return leased.deliveries
 
     async def poll_async(
-        self, topic_id: str, name: str, max_messages: int = 100, wait: float = 0.0
+        self,
+        topic_id: str,
+        name: str,
+        max_messages: int = 100,
+        wait: float = 0.0,
+        max_bytes: int | None = None,
     ) -> list[Delivery]:
         """`poll` for asyncio: a poll waiting for messages costs no thread."""
-        _check_poll_args(topic_id, name, max_messages, wait)
+        _check_poll_args(topic_id, name, max_messages, wait, max_bytes)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + wait
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            leased = await self._engine.lease_async(topic_id, name, max_messages, remaining)
+            leased = await self._engine.lease_async(
+                topic_id, name, max_messages, remaining, max_bytes
+            )
             if leased.exhausted_offsets:
                 await loop.run_in_executor(None, self._dead_letter, topic_id, name, leased)
             if leased.deliveries or time.monotonic() >= deadline:
@@ -565,6 +637,43 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    # ------------------------------------------------------------ iterators
+
+    def messages(
+        self,
+        topic_id: str,
+        offset: str | int | datetime | None = None,
+        *,
+        follow: bool = True,
+        max_messages: int = 100,
+        wait: float = 30.0,
+    ) -> Iterator[Message]:
+        """Every message from `offset` (default "earliest") on, then with `follow` each new
+        one as it is written; see `logstore.iterators`."""
+        return iterators.messages(
+            self, topic_id, offset, follow=follow, max_messages=max_messages, wait=wait
+        )
+
+    def deliveries(
+        self, topic_id: str, name: str, *, max_outstanding: int = 100, wait: float = 30.0
+    ) -> Iterator[iterators.Received]:
+        """Leased deliveries of a subscription, each with `ack()` / `nack()`, at most
+        `max_outstanding` unsettled at a time; see `logstore.iterators`."""
+        return iterators.deliveries(
+            self, topic_id, name, max_outstanding=max_outstanding, wait=wait
+        )
+
+
+def _cluster_engine(url: str, idempotency_window: float) -> Engine:
+    """The JetStream engine (SPEC §9), imported only here: nats-py is needed only then."""
+    try:
+        from .engine.jetstream.engine import JetStreamEngine
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"a cluster store needs nats-py ({exc}): pip install 'logstore[cluster]'"
+        ) from None
+    return JetStreamEngine(url, idempotency_window=idempotency_window)
+
 
 def _milliseconds(timestamp: object) -> int:
     """Ms since the epoch from an int or a datetime (naive ones are taken as UTC)."""
@@ -586,13 +695,19 @@ def _check_idempotency_key(key: object) -> str:
     return key
 
 
-def _check_poll_args(topic_id: str, name: str, max_messages: object, wait: object) -> None:
+def _check_poll_args(
+    topic_id: str, name: str, max_messages: object, wait: object, max_bytes: object
+) -> None:
     check_name(topic_id)
     check_name(name, _SUB_NAME)
     if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
         raise InvalidArgument(f"max_messages must be an int of at least 1, not {max_messages!r}")
     if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
         raise InvalidArgument(f"wait must be a non-negative number of seconds, not {wait!r}")
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
+    ):
+        raise InvalidArgument(f"max_bytes must be a positive int or None, not {max_bytes!r}")
 
 
 def _dead_letter_record(topic_id: str, name: str, message: Message, leased: Leased) -> Record:

@@ -34,6 +34,24 @@ class Record:
     headers: Mapping[str, str] | None = None
 
 
+class EncodedBatch(bytes):
+    """A batch already in the stored frame format (`logstore.frames`; the body of a binary
+    publish, SPEC §6): one frame, any base offset and timestamp. `Store.write_batches`
+    checks its layout, CRC and sizes and appends it as one atomic frame, renumbered and
+    restamped, without decoding it into messages."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True, frozen=True)
+class StoredFrames:
+    """Whole frames as stored (`Store.read_stored`): they may begin before the offset asked
+    for; the messages meant are those from that offset up to `next_offset`."""
+
+    data: bytes
+    next_offset: int
+
+
 class Replayed(int):
     """A first offset answered from an idempotency key: that batch was written before (or
     by a concurrent duplicate) and was not appended again. An `int` in every way;
@@ -80,14 +98,15 @@ class Delivery(Message):
 
 @dataclass(slots=True, frozen=True)
 class TopicInfo:
-    """A topic's settings and extent. `segments` is the number of segment files."""
+    """A topic's settings and extent. `segments` is the number of segment files (None on
+    a cluster, whose servers keep their own blocks)."""
 
     id: str
     name: str
     start_offset: int
     end_offset: int
     size_bytes: int
-    segments: int
+    segments: int | None
     created_at: int
     retention_ms: int | None
     retention_bytes: int | None

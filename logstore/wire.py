@@ -139,9 +139,9 @@ def _bytes_of(doc: Mapping[str, Any], name: str) -> bytes | None:
 def _checked_bytes(doc: dict, name: str, where: str, *, required: bool) -> bytes | None:
     """`_bytes_of` for a document from outside: every way it can be wrong is an error."""
     text, b64 = doc.get(name), doc.get(f"{name}_b64")
-    if text is not None and b64 is not None:
+    if name in doc and f"{name}_b64" in doc:
         raise InvalidArgument(f"{where} has both {name} and {name}_b64; send one")
-    if b64 is not None:
+    if f"{name}_b64" in doc:
         if not isinstance(b64, str):
             raise InvalidArgument(f"{where}: {name}_b64 must be a base64 string")
         try:

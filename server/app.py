@@ -14,7 +14,7 @@ from aiohttp import web
 
 from logstore import Store
 
-from . import events, ops, subscriptions, topics
+from . import events, ops, pages, subscriptions, topics
 from .auth import ANYONE
 from .errors import ApiError, error_response
 from .keys import GRANT
@@ -42,10 +42,14 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/health", ops.health),
     ("GET", "/metrics", ops.get_metrics),
     ("GET", "/openapi.json", ops.get_openapi),
+    ("GET", "/whoami", ops.whoami),
+    ("GET", "/", pages.dashboard),
+    ("GET", "/docs", pages.docs),
+    ("GET", "/dashboard/{file}", pages.asset),
 ]
 """Every endpoint; the OpenAPI document is tested against this list."""
 
-_PUBLIC = frozenset({"/health"})
+_PUBLIC = frozenset({"/health", *pages.PUBLIC_PATHS})
 
 
 def make_app(store: Store, config: ServerConfig | None = None) -> web.Application:
@@ -56,7 +60,10 @@ def make_app(store: Store, config: ServerConfig | None = None) -> web.Applicatio
     )
     state = app[STATE] = ServerState(store, config)
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD: the same answer without its body
+        else:
+            app.router.add_route(method, path, handler)
 
     async def start(app: web.Application) -> None:
         await state.start()
@@ -67,6 +74,7 @@ def make_app(store: Store, config: ServerConfig | None = None) -> web.Applicatio
     async def cleanup(app: web.Application) -> None:
         await state.close()
 
+    app.on_response_prepare.append(_name_server)
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
@@ -78,6 +86,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     """One middleware (each layer costs every request): lifecycle, authentication, errors."""
     state = request.app[STATE]
     try:
+        _refuse_content_encoding(request)  # first: no answer may leave such a body unread
         public = request.path in _PUBLIC
         if state.shutting_down and not public:
             raise ApiError(
@@ -94,3 +103,30 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except Exception as exc:
         return error_response(exc, request)
+
+
+_IDENTITY = ("", "identity")
+
+
+def _refuse_content_encoding(request: web.Request) -> None:
+    """415 for a body sent with any Content-Encoding but identity (docs/HTTP.md says why:
+    the body limits count bytes as they arrive, and a compressed body would escape them).
+
+    The body is not read, and the connection closes after the answer: aiohttp decodes
+    gzip and deflate as data arrives, and draining a body that does not decode would only
+    log its error."""
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is None or encoding.strip().lower() in _IDENTITY or not request.body_exists:
+        return
+    request.content.feed_eof()
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Content-Encoding {encoding!r:.40} is not supported: send the body uncompressed",
+        headers={"Connection": "close"},
+    )
+
+
+async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+    """`Server: logstore`, not aiohttp's default naming Python's and aiohttp's versions."""
+    response.headers["Server"] = "logstore"

@@ -51,6 +51,9 @@ class Grant:
     publish: tuple[re.Pattern[str], ...] = ()
     subscribe: tuple[re.Pattern[str], ...] = ()
     metrics: bool = False
+    publish_globs: tuple[str, ...] = ()
+    """`publish` as the auth file writes it (GET /whoami shows a token its own grant)."""
+    subscribe_globs: tuple[str, ...] = ()
 
     def may(self, action: str, topic: str) -> bool:
         """`action` is "publish" or "subscribe"."""
@@ -149,6 +152,7 @@ def _parse_entry(i: int, item: object) -> tuple[bytes, Grant]:
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             raise AuthFileError(f'{where}: "{action}" must be a list of topic patterns')
         lists[action] = tuple(_pattern(p) for p in patterns)
+        lists[f"{action}_globs"] = tuple(patterns)
     grant = Grant(
         name=str(item.get("name", f"token {i}")),
         admin=item.get("admin", False),

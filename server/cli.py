@@ -1,31 +1,47 @@
-"""The `logstore` command: serve, manage topics and subscriptions, publish, read, check.
+"""The `logstore` command: serve, manage topics and subscriptions, publish, read, check,
+backup and restore.
 
-Every command but `serve`, `check` and `hash-token` works either on a data directory
-(`--data DIR`: a `Store`, no server needed) or through a running server (`--url URL`: a
-`logstore.client.Client`). The two have the same methods and give back the same types, so
-each command is written once for both. Reading a directory opens it read-only, so it works
+Every command but `serve`, `check`, `backup`, `restore` and `hash-token` works either on a
+data directory (`--data DIR`: a `Store`, no server needed) or through a running server
+(`--url URL`: a `logstore.Client`). The two have the same methods and give back the same
+types, so each command is written once for both. Reading a directory opens it read-only, so it works
 while a server holds it; changing one needs the directory to itself (else: use --url).
 The server's modules (and aiohttp) are imported only by `serve` and `hash-token`.
 
-Exit status: 0 success, 1 failure (one line on stderr saying why), 2 bad usage, 130 Ctrl-C.
+Exit status: 0 success, 1 failure (one line on stderr saying why), 2 bad usage, 130 when
+Ctrl-C interrupts a command; `serve` shuts down gracefully on Ctrl-C or SIGTERM and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
+from importlib.metadata import version
+from stat import S_ISREG
 from typing import BinaryIO
 
-from logstore import FSYNC_POLICIES, MAX_BATCH_MESSAGES, LogstoreError, Record, Store, StoreLocked
-from logstore.client import Client
+from logstore import (
+    FSYNC_POLICIES,
+    MAX_BATCH_MESSAGES,
+    Client,
+    LogstoreError,
+    Record,
+    Store,
+    StoreLocked,
+)
 from logstore.wire import message_json
 
+from .output import Progress, print_table
+
 DEFAULT_DATA = "./logstore-data"
+CLUSTER_SCHEMES = ("nats://", "tls://")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 _FOLLOW_WAIT = 30.0
@@ -37,11 +53,25 @@ class CliError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
+def _require_store(path: str) -> None:
+    """Refuse a directory that holds no store: a mistyped --data must not create one."""
+    if path.startswith(CLUSTER_SCHEMES):  # a NATS cluster (docs/CLUSTER.md)
+        return
+    if not os.path.isdir(os.path.join(path, "meta")):
+        raise CliError(
+            f"{path} is not a logstore data directory (it has no meta/): check --data, or go "
+            "through a server with --url; `logstore serve --data DIR` creates a store"
+        )
+
+
 def _target(args: argparse.Namespace, *, write: bool) -> Store | Client:
     """The server at --url, else the --data directory (read-only unless `write`)."""
     if args.url:
         return Client(args.url, token=args.token)
+    _require_store(args.data)
     try:
+        if args.data.startswith(CLUSTER_SCHEMES):
+            return Store(args.data)
         return Store(args.data, readonly=not write)
     except StoreLocked:
         raise CliError(
@@ -57,22 +87,20 @@ def _print_json(doc: object) -> None:
     print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
-    cells = [columns] + [["-" if r[c] is None else str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
+    import ssl
 
     from .auth import AuthFileError
+    from .limits import Limits
     from .serve import BindRefused, run
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("give both --tls-cert and --tls-key, or neither")
+    given = {f: getattr(args, f) for f, _ in _LIMIT_FLAGS if getattr(args, f) is not None}
     try:
         run(
             args.data,
@@ -81,9 +109,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.fsync,
             args.auth_file,
             args.allow_unauthenticated,
+            Limits(**given),
+            frozenset(given),
+            args.tls_cert,
+            args.tls_key,
         )
     except (AuthFileError, BindRefused) as exc:
         raise CliError(str(exc)) from None
+    except ssl.SSLError as exc:
+        raise CliError(
+            f"cannot use the TLS certificate {args.tls_cert} with key {args.tls_key}: {exc}"
+        ) from None
     except StoreLocked:
         raise CliError(f"the data directory {args.data} is in use by another process") from None
     except OSError as exc:
@@ -100,7 +136,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(topics)
             else:
-                _table(topics, ["id", "name", "start_offset", "end_offset", "size_bytes"])
+                print_table(topics, ["id", "name", "start_offset", "end_offset", "size_bytes"])
         elif args.action == "info":
             _print_json(asdict(target.topic(args.topic)))
         elif args.action == "create":
@@ -125,7 +161,7 @@ def cmd_subscriptions(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(subs)
             else:
-                _table(subs, ["name", "ack_floor", "pending", "lag", "ack_wait"])
+                print_table(subs, ["name", "ack_floor", "pending", "lag", "ack_wait"])
         elif args.action == "info":
             _print_json(asdict(target.subscription(args.topic, args.name)))
         elif args.action == "create":
@@ -180,7 +216,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     else:
         values = _stdin_values(sys.stdin.buffer, args.whole)
         size = args.batch
-    with _target(args, write=True) as target:
+    total = None if args.values else _stdin_size()
+    done = 0
+    with _target(args, write=True) as target, Progress() as progress:
         for batch in _batches(values, size):
             # Bare values take the library's fast path (and a raw body over HTTP).
             items = (
@@ -188,34 +226,122 @@ def cmd_publish(args: argparse.Namespace) -> int:
             )
             first = target.write_many(args.topic, items)
             print(json.dumps({"first_offset": first, "count": len(batch)}), flush=True)
+            done += sum(map(len, batch)) + len(batch)  # the bytes of stdin's lines
+            progress.update("publishing", min(done, total or done), total)
     return 0
+
+
+def _stdin_size() -> int | None:
+    """Bytes left on stdin when it is a file (`< file`), else None (a pipe: no end known)."""
+    try:
+        stat = os.fstat(sys.stdin.fileno())
+        return stat.st_size - sys.stdin.buffer.tell() if S_ISREG(stat.st_mode) else None
+    except (OSError, ValueError):
+        return None
 
 
 def cmd_read(args: argparse.Namespace) -> int:
     with _target(args, write=False) as target:
         offset = target.resolve_start(args.topic, args.offset, timestamp=args.timestamp)
-        wait = _FOLLOW_WAIT if args.follow else 0.0
-        left = args.max
-        out = sys.stdout.buffer
-        while left is None or left > 0:
-            page = _READ_PAGE if left is None else min(left, _READ_PAGE)
-            messages = target.read(args.topic, offset, max_messages=page, wait=wait)
-            if not messages and not args.follow:
-                break
-            for m in messages:
-                out.write((message_json(m).encode() if args.json else m.value) + b"\n")
+        page = _READ_PAGE if args.max is None else max(min(args.max, _READ_PAGE), 1)
+        # The iterator follows with long polls and, through --url, resumes after a lost
+        # connection or a server restart without a gap or a repeat.
+        messages = target.messages(
+            args.topic, offset, follow=args.follow, max_messages=page, wait=_FOLLOW_WAIT
+        )
+        total = None
+        if not args.follow:
+            total = max(target.topic(args.topic).end_offset - offset, 0)
+            total = total if args.max is None else min(total, args.max)
+        out = _output_file(args.output) if args.output else sys.stdout.buffer
+        try:
+            # A bar only when the messages go elsewhere than the terminal it is drawn on.
+            with Progress("messages", enabled=not out.isatty()) as progress:
+                for done, m in enumerate(itertools.islice(messages, args.max), 1):
+                    out.write((message_json(m).encode() if args.json else m.value) + b"\n")
+                    if args.follow:
+                        out.flush()
+                    progress.update("reading", done, total)
             out.flush()
-            if messages:
-                offset = messages[-1].offset + 1
-            if left is not None:
-                left -= len(messages)
+        finally:
+            if args.output:
+                out.close()
     return 0
+
+
+def _output_file(path: str) -> BinaryIO:
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from logstore import check as run
 
-    return run(args.dir or args.data, sys.stdout)
+    with Progress() as progress:
+        return run(
+            args.dir or args.data,
+            sys.stdout,
+            progress=lambda done, total: progress.update("checking", done, total),
+        )
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from logstore import backup
+
+    with Progress() as progress:
+        report = backup(args.dir, args.dest, progress.update)
+    messages = sum(t.end_offset - t.start_offset for t in report.topics.values())
+    segments = sum(t.segments for t in report.topics.values())
+    linked = sum(t.linked for t in report.topics.values())
+    print(
+        f"backed up {len(report.topics)} topic(s), {messages} message(s) in {segments} "
+        f"segment(s) ({linked} hard-linked) to {report.path}"
+    )
+    if report.deleted:
+        print(f"left out, deleted during the backup: {', '.join(report.deleted)}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from logstore import restore
+
+    with Progress() as progress:
+        report = restore(args.backup, args.dir, progress.update)
+    print(
+        f"restored {report.topics} topic(s), {report.messages} message(s) in "
+        f"{report.segments} segment(s) to {os.path.abspath(args.dir)}; checked: no damage"
+    )
+    return 0
+
+
+def cmd_cluster_dev(args: argparse.Namespace) -> int:
+    """Run a 3-node NATS JetStream cluster on this machine until Ctrl-C (docs/CLUSTER.md)."""
+    import signal
+    import threading
+
+    from .cluster_dev import ClusterError, DevCluster
+
+    ports = [args.port + i for i in range(3)] if args.port else None
+    try:
+        cluster = DevCluster(args.dir, ports).start()
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        pids = ", ".join(f"{n.name} pid {n.pid}" for n in cluster.nodes)
+        print(f"logstore: NATS cluster up ({pids}); data under {cluster.root}", file=sys.stderr)
+        print(f"logstore serve --data {cluster.url}", file=sys.stderr, flush=True)
+        print(cluster.url, flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+        print("logstore: NATS cluster stopped", file=sys.stderr, flush=True)
+    return 0
 
 
 def cmd_hash_token(args: argparse.Namespace) -> int:
@@ -241,6 +367,67 @@ def _env_int(name: str, default: int) -> int:
         raise CliError(f"{name} must be a port number, not {text!r}") from None
 
 
+_LIMIT_FLAGS = [
+    ("max_body_bytes", "largest request body (413 over it)"),
+    ("max_batch_messages", "messages in one publish (413 over it)"),
+    ("max_read_messages", "ceiling of max on replay and poll"),
+    ("max_wait_seconds", "ceiling of wait on replay and poll"),
+    ("page_bytes", "bytes of a replay page as sent, ceiling of max_bytes; poll: a sixth"),
+    ("max_connections", "open connections (503 and close over it)"),
+    ("max_long_polls", "long polls waiting at once (503 over it)"),
+    ("max_sse_streams", "open event streams (503 over it)"),
+    ("max_body_bytes_in_transit", "request bodies being received at once (503 over it)"),
+    ("tail_cache_bytes", "answers kept for long polls woken together"),
+    ("idle_timeout_seconds", "an idle connection is closed after this"),
+    ("body_timeout_seconds", "a request body slower than this answers 408"),
+    ("sse_keepalive_seconds", "an idle event stream gets a comment this often"),
+    ("sse_send_timeout_seconds", "an event stream that reads nothing this long is closed"),
+    ("sse_chunk_bytes", "encoded bytes per event-stream send"),
+    ("sse_read_threads", "event streams reading the log at once"),
+    ("retry_after_seconds", "Retry-After of 503 answers"),
+    ("io_threads", "storage threads for reads, acks, topic changes"),
+    ("publish_threads", "publishing threads"),
+    ("shutdown_timeout_seconds", "on shutdown, time for requests in progress"),
+]
+"""The `Limits` fields `logstore serve` sets: flag --max-body-bytes, env LOGSTORE_MAX_BODY_BYTES."""
+
+
+def _positive(kind: type) -> object:
+    """An argparse type: a finite int or float > 0."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, not {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
+    from .limits import DESCRIPTOR_CAPPED, Limits
+
+    defaults = Limits()
+    for field, text in _LIMIT_FLAGS:
+        default = getattr(defaults, field)
+        env = "LOGSTORE_" + field.upper()
+        shown = f"{default:,}" if isinstance(default, int) else f"{default:g}"
+        if field in DESCRIPTOR_CAPPED:
+            shown += ", lowered to fit the descriptor limit"
+        group.add_argument(
+            "--" + field.replace("_", "-"),
+            dest=field,
+            type=_positive(type(default)),
+            default=os.environ.get(env),
+            metavar="N",
+            help=f"{text} (env {env}; default {shown})",
+        )
+
+
 def _batch_size(text: str) -> int:
     if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_BATCH_MESSAGES:
         return int(text)
@@ -262,13 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="A durable, log-structured message store.",
         epilog="Most commands act on --data DIR directly, or on a server with --url URL.",
     )
+    parser.add_argument("--version", action="version", version=f"logstore {version('logstore')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument(
         "--data",
         default=os.environ.get("LOGSTORE_DATA", DEFAULT_DATA),
-        help="data directory (env LOGSTORE_DATA; default %(default)s)",
+        help="data directory, or a NATS cluster nats://h1:4222,nats://h2:4222 "
+        "(docs/CLUSTER.md) (env LOGSTORE_DATA; default %(default)s)",
     )
     target = argparse.ArgumentParser(add_help=False, parents=[data])
     target.add_argument(
@@ -312,6 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow listening on a non-loopback address without --auth-file",
     )
+    serve.add_argument(
+        "--tls-cert",
+        default=os.environ.get("LOGSTORE_TLS_CERT"),
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate chain (env LOGSTORE_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        default=os.environ.get("LOGSTORE_TLS_KEY"),
+        metavar="FILE",
+        help="the PEM private key of --tls-cert (env LOGSTORE_TLS_KEY)",
+    )
+    _add_limit_flags(serve.add_argument_group("limits (docs/LIMITS.md)"))
     serve.set_defaults(run=cmd_serve)
 
     topics = commands.add_parser("topics", help="list, create, inspect, delete topics")
@@ -371,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--max", type=int, help="stop after this many messages")
     read.add_argument("-f", "--follow", action="store_true", help="wait for new messages")
     read.add_argument("--json", action="store_true", help="one Msg JSON object per line")
+    read.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     read.set_defaults(run=cmd_read)
 
     check = commands.add_parser("check", help="verify every record of a data directory")
@@ -379,6 +582,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=os.environ.get("LOGSTORE_DATA", DEFAULT_DATA), help=argparse.SUPPRESS
     )
     check.set_defaults(run=cmd_check)
+
+    saver = commands.add_parser(
+        "backup",
+        help="copy a data directory, even while a server writes to it (docs/OPERATIONS.md)",
+    )
+    saver.add_argument("dir", help="the data directory to back up")
+    saver.add_argument("dest", help="where the backup goes: a new or empty directory")
+    saver.set_defaults(run=cmd_backup)
+
+    restorer = commands.add_parser(
+        "restore", help="check a backup and make it a data directory again"
+    )
+    restorer.add_argument("backup", help="a directory `logstore backup` made")
+    restorer.add_argument("dir", help="the data directory to create: new or empty")
+    restorer.set_defaults(run=cmd_restore)
+
+    dev = commands.add_parser(
+        "cluster-dev",
+        help="run a 3-node NATS JetStream cluster on this machine, for trying cluster mode",
+    )
+    dev.add_argument(
+        "--dir", default="./logstore-cluster", help="where the nodes keep data (%(default)s)"
+    )
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=4222,
+        help="client port of the first node; the others take the next two (%(default)s; "
+        "0 for free ones)",
+    )
+    dev.set_defaults(run=cmd_cluster_dev)
 
     hasher = commands.add_parser("hash-token", help="print a token's hash for an auth file")
     hasher.add_argument("token", nargs="?", help="the token (default: read stdin)")

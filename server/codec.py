@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 
 from aiohttp import web
 
@@ -18,7 +19,13 @@ from .errors import ApiError, invalid
 
 
 def dumps(doc: object) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON. Text UTF-8 cannot encode (a lone surrogate in a topic name stored
+    before names were checked) is sent as its JSON escape (`\\ud800`) instead of failing."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def json_response(
@@ -33,10 +40,19 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent. JSON has one number type, and JSON Schema
+    (so the API document) counts `1.0` and `1e3` as integers: those become exact ints."""
+    exact = Decimal(text)
+    if exact.adjusted() < 19 and exact == exact.to_integral_value():
+        return int(exact)
+    return float(text)
+
+
 def loads(body: bytes) -> object:
     """Parse a JSON request body; 400 with the reason when it is not valid JSON."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_number)
     except (ValueError, RecursionError) as exc:
         reason = exc if isinstance(exc, ValueError) else "nested too deeply"
         raise invalid(f"the request body is not valid JSON: {reason}") from None

@@ -4,10 +4,14 @@ Each message is one event whose `id` is its offset and whose `data` is the Msg J
 reconnecting browser sends `Last-Event-ID` and resumes right after it. Idle streams get a
 comment every `sse_keepalive_seconds` so proxies keep them open.
 
-Memory per stream is bounded: the loop reads at most `sse_chunk_bytes` from the log, then
-awaits the socket write, which (through aiohttp's flow control) does not return until the
-kernel has taken the bytes. A slow reader therefore slows only its own stream; one that
-reads nothing for `sse_send_timeout_seconds` is disconnected.
+Memory per stream is bounded: the loop sends at most `sse_chunk_bytes` of encoded events at
+a time (one larger message goes alone), then awaits the socket write, which (through
+aiohttp's flow control) does not return until the kernel has taken the bytes. A reader that
+never reads holds about three chunks (the chunk, the transport's copy of what the kernel did
+not take, aiohttp's chunked framing of it) and its socket's kernel buffer; a slow reader
+slows only its own stream; one that reads nothing for `sse_send_timeout_seconds` is
+disconnected. At most `sse_read_threads` streams read the log at once, so many streams
+catching up from offset 0 queue among themselves and leave the storage pool to the rest.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import re
 
 from aiohttp import web
 
-from logstore import LogstoreError, OffsetOutOfRange, Store
+from logstore import LogstoreError, Message, OffsetOutOfRange, Store
 from logstore.wire import message_json
 
 from . import codec, params
 from .auth import require
 from .errors import from_logstore, invalid
 from .keys import GRANT
+from .limits import encoded_within
 from .state import STATE, ServerState
 
 log = logging.getLogger("logstore_server.events")
@@ -54,6 +59,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
+        if request.method == "HEAD":  # the headers a GET would get, no stream
+            return response
         send = _Sender(request, response, limits.sse_send_timeout_seconds)
         if not await send(b": stream of topic " + topic.encode() + b"\n\n"):
             return response
@@ -72,9 +79,10 @@ async def _pump(state: ServerState, topic: str, offset: int, send: _Sender) -> N
     """Send events from `offset` until shutdown or the client is gone or too slow."""
     store, limits = state.store, state.limits
     while not state.shutting_down:
-        data, next_offset, count, nbytes = await state.run(
-            _chunk, store, topic, offset, limits.sse_chunk_bytes
-        )
+        async with state.sse_reads:
+            data, next_offset, count, nbytes = await state.run(
+                _chunk, store, topic, offset, limits.sse_chunk_bytes
+            )
         if count:
             state.metrics.count_delivered(topic, "events", count, nbytes)
             offset = next_offset
@@ -112,7 +120,8 @@ def _first_offset(
 
 
 def _chunk(store: Store, topic: str, offset: int, max_bytes: int) -> tuple[bytes, int, int, int]:
-    """The next events as bytes, the offset after them, their count and value bytes."""
+    """The next events as bytes (at most `max_bytes` but always one), the offset after
+    them, their count and value bytes."""
     try:
         messages = store.read(topic, offset, _CHUNK_MESSAGES, max_bytes)
     except OffsetOutOfRange as exc:
@@ -123,9 +132,14 @@ def _chunk(store: Store, topic: str, offset: int, max_bytes: int) -> tuple[bytes
         messages = store.read(topic, offset, _CHUNK_MESSAGES, max_bytes)
     if not messages:
         return b"", offset, 0, 0
-    events = "".join([f"id: {m.offset}\ndata: {message_json(m)}\n\n" for m in messages])
+    events = encoded_within(messages, max_bytes, _event)
+    del messages[len(events) :]
     nbytes = sum(len(m.value) for m in messages)
-    return events.encode(), messages[-1].offset + 1, len(messages), nbytes
+    return b"".join(events), messages[-1].offset + 1, len(messages), nbytes
+
+
+def _event(m: Message) -> bytes:
+    return f"id: {m.offset}\ndata: {message_json(m)}\n\n".encode()
 
 
 class _Sender:

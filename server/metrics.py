@@ -6,16 +6,16 @@ lag, waiting long polls, fsync latency) are read from the store at scrape time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 from logstore import LogstoreError, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Traffic:
     published: list[tuple[str, int, int]]
     """(topic, messages, bytes)"""
@@ -78,9 +78,18 @@ class _Writer:
             self.lines.append(f"{name}{suffix[0] if suffix else ''}{braces} {value}")
 
 
-def render(store: Store, traffic: Traffic) -> str:
-    """The exposition text. Blocking (reads store metadata): run it in the executor."""
-    topics = store.topics()
+def render(store: Store, traffic: Traffic, sees: Callable[[str], bool]) -> str:
+    """The exposition text. Blocking (reads store metadata): run it in the executor.
+
+    Series labelled with a topic (and its subscriptions) appear only when `sees(topic)`:
+    a scraper's token shows the topics it may publish or subscribe to, an admin's all;
+    the server-wide series always appear."""
+    topics = [t for t in store.topics() if sees(t.id)]
+    traffic = dataclasses.replace(
+        traffic,
+        published=[p for p in traffic.published if sees(p[0])],
+        delivered=[d for d in traffic.delivered if sees(d[0])],
+    )
     subs = []
     for t in topics:
         try:
@@ -167,6 +176,20 @@ def render(store: Store, traffic: Traffic) -> str:
         "Longest single fsync since the store opened.",
         [((), f"{stats.fsync_max_seconds:.6f}")],
     )
+    storage = store.describe()
+    if "connected" in storage:  # a cluster: its connection
+        w.family(
+            "logstore_cluster_connected",
+            "gauge",
+            "1 while this server is connected to the NATS cluster, else 0.",
+            [((), int(bool(storage["connected"])))],
+        )
+        w.family(
+            "logstore_cluster_reconnects_total",
+            "counter",
+            "Reconnections to the NATS cluster since the store opened.",
+            [((), storage["reconnects"])],
+        )
     w.family(
         "logstore_recovery_truncations_total",
         "counter",

@@ -13,7 +13,7 @@ from aiohttp import web
 from logstore import Record, Store, TopicInfo, TopicNotFound
 
 from .auth import Authenticator
-from .limits import Gate, Limits
+from .limits import Gate, Limits, PageBudget
 from .metrics import Metrics
 from .writer import PublishingThread
 
@@ -39,12 +39,19 @@ class ServerState:
             "waiting long polls", limits.max_long_polls, limits.retry_after_seconds
         )
         self.sse_streams = Gate("event streams", limits.max_sse_streams, limits.retry_after_seconds)
+        self.bodies_in_transit = Gate(
+            "bytes of request bodies in transit",
+            limits.max_body_bytes_in_transit,
+            limits.retry_after_seconds,
+        )
+        self.sse_reads = asyncio.Semaphore(limits.sse_read_threads)
         self.shutting_down = False
         self._executor: ThreadPoolExecutor | None = None
         self._publishers: list[PublishingThread] = []
         self._waiting: set[asyncio.Task] = set()
         self._stopped: set[asyncio.Task] = set()
-        self._tail_pages: dict[tuple, Any] = {}
+        self._tail_pages: dict[str, _TailPages] = {}
+        self._tail_bytes = 0
         self._open_topics: set[str] = set()
 
     async def start(self) -> None:
@@ -91,6 +98,7 @@ class ServerState:
 
     def forget_topic(self, topic: str) -> None:
         self._open_topics.discard(topic)
+        self._drop_tail_pages(topic)
 
     def open_topic_info(self, topic: str) -> TopicInfo | None:
         """The topic's info without a thread hop when its log is already open (then it is
@@ -131,25 +139,60 @@ class ServerState:
         topic: str,
         offset: int,
         max_messages: int,
-        max_bytes: int | None,
+        budget: PageBudget,
     ) -> T:
         """The answer of a long poll woken at the end of a topic, read on the event loop.
 
         What just arrived is in the page cache and small, so reading it here costs less than
         the two thread hops of the pool; the read is capped (`TAIL_READ_MESSAGES`,
         `TAIL_READ_BYTES`: the client asks again for the rest). Every poll woken at the same
-        place by the same publish shares one read and one encoded answer."""
+        place by the same publish shares one read and one encoded answer (`read` gives
+        something with a `body`): the pages of a topic's current end, at most
+        `tail_cache_bytes` in all, each generation dropped when the end moves on or
+        `TAIL_PAGE_SECONDS` later, whichever comes first (by then its polls are answered)."""
         max_messages = min(max_messages, TAIL_READ_MESSAGES)
-        max_bytes = min(max_bytes or TAIL_READ_BYTES, TAIL_READ_BYTES)
-        key = (topic, offset, max_messages, max_bytes, self.store.topic(topic).end_offset)
-        page = self._tail_pages.get(key)
+        budget = PageBudget(budget.requested, min(budget.encoded, TAIL_READ_BYTES))
+        end = self.store.topic(topic).end_offset
+        held = self._tail_pages.get(topic)
+        if held is None or held.end != end:
+            self._drop_tail_pages(topic)
+            held = self._tail_pages[topic] = _TailPages(end)
+            asyncio.get_running_loop().call_later(
+                TAIL_PAGE_SECONDS, self._drop_tail_pages, topic, held
+            )
+        key = (read, offset, max_messages, budget)  # `read` tells JSON pages from binary
+        page = held.pages.get(key)
         if page is None:
-            if len(self._tail_pages) >= 1024:
-                self._tail_pages.clear()
-            page = self._tail_pages[key] = read(self.store, topic, offset, max_messages, max_bytes)
+            page = read(self.store, topic, offset, max_messages, budget)
+            size = len(page.body)
+            if self._tail_bytes + size <= self.limits.tail_cache_bytes:
+                held.pages[key] = page
+                held.nbytes += size
+                self._tail_bytes += size
         return page
+
+    def _drop_tail_pages(self, topic: str, only: _TailPages | None = None) -> None:
+        held = self._tail_pages.get(topic)
+        if held is not None and (only is None or held is only):
+            del self._tail_pages[topic]
+            self._tail_bytes -= held.nbytes
+
+    @property
+    def tail_cache_bytes(self) -> int:
+        """Bytes of answers the tail cache holds now."""
+        return self._tail_bytes
+
+
+@dataclass(slots=True)
+class _TailPages:
+    """The cached answers of long polls woken at a topic's end offset `end`."""
+
+    end: int
+    pages: dict[tuple[Callable, int, int, PageBudget], Any] = field(default_factory=dict)
+    nbytes: int = 0
 
 
 STATE = web.AppKey("logstore.state", ServerState)
 TAIL_READ_MESSAGES = 100
 TAIL_READ_BYTES = 256 * 1024
+TAIL_PAGE_SECONDS = 1.0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from logstore import Store, SubscriptionInfo, SubscriptionNotFound
+from logstore import Store, SubscriptionInfo, SubscriptionNotFound, binary
 from logstore.wire import delivery_json
 
 from . import params
@@ -17,6 +18,7 @@ from .auth import require
 from .codec import json_response
 from .errors import invalid
 from .keys import GRANT
+from .limits import JSON_EXPANSION
 from .state import STATE, ServerState
 
 _SUBSCRIBE_FIELDS = {"start", "ack_wait", "max_deliveries", "dead_letter_topic"}
@@ -84,7 +86,7 @@ def _start(value: object) -> str | int | datetime:
         return value
     if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows "t" and "z"
         except ValueError:
             pass
         else:
@@ -112,28 +114,45 @@ async def poll(request: web.Request) -> web.Response:
     max_messages = params.query_max(request, limits.max_read_messages, DEFAULT_POLL_MESSAGES)
     wait = params.query_seconds(request, "wait", limits.max_wait_seconds)
     store = state.store
+    # Leased messages cannot be cut after encoding: lease what fits in the worst case.
+    max_bytes = max(limits.page_bytes // JSON_EXPANSION, 1)
+    encode, content_type = _encoded, "application/json"
+    if params.accepts_frames(request):  # frames hold a value as it is: no expansion
+        encode, content_type, max_bytes = _encoded_frames, binary.CONTENT_TYPE, limits.page_bytes
+    requested = params.query_int(request, "max_bytes", minimum=1)  # lowers the page, never raises
+    if requested is not None:
+        max_bytes = min(max_bytes, requested)
     if wait > 0:
         with state.long_polls.hold():
             _, deliveries = await state.unless_shutdown(
-                store.poll_async(topic, sub, max_messages, wait)
+                store.poll_async(topic, sub, max_messages, wait, max_bytes)
             )
         deliveries = deliveries or []
         if len(deliveries) <= _ENCODE_ON_LOOP:
-            body, count, nbytes = _encoded(deliveries)
+            body, count, nbytes = encode(deliveries)
         else:  # a big answer is encoded off the event loop, like replay pages
-            body, count, nbytes = await state.run(_encoded, deliveries)
+            body, count, nbytes = await state.run(encode, deliveries)
     else:
-        body, count, nbytes = await state.run(_poll_now, store, topic, sub, max_messages)
+        body, count, nbytes = await state.run(
+            _poll_now, encode, store, topic, sub, max_messages, max_bytes
+        )
     state.metrics.count_delivered(topic, "poll", count, nbytes)
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, content_type=content_type)
 
 
 _ENCODE_ON_LOOP = 16
 """Deliveries a long poll encodes on the event loop; more go to the thread pool."""
 
 
-def _poll_now(store: Store, topic: str, sub: str, max_messages: int) -> tuple[bytes, int, int]:
-    return _encoded(store.poll(topic, sub, max_messages))
+def _poll_now(
+    encode: Callable[[list], tuple[bytes, int, int]],
+    store: Store,
+    topic: str,
+    sub: str,
+    max_messages: int,
+    max_bytes: int,
+) -> tuple[bytes, int, int]:
+    return encode(store.poll(topic, sub, max_messages, max_bytes=max_bytes))
 
 
 def _encoded(deliveries: list) -> tuple[bytes, int, int]:
@@ -142,10 +161,17 @@ def _encoded(deliveries: list) -> tuple[bytes, int, int]:
     return body.encode(), len(deliveries), sum(len(d.value) for d in deliveries)
 
 
+def _encoded_frames(deliveries: list) -> tuple[bytes, int, int]:
+    """`_encoded` in the binary form (see `logstore.binary`)."""
+    body = binary.encode_poll(deliveries)
+    return body, len(deliveries), sum(len(d.value) for d in deliveries)
+
+
 async def ack(request: web.Request) -> web.Response:
     state, topic, sub = _names(request)
     doc = await _body(request, state)
     params.only_fields(doc, {"offsets", "leases", "up_to"})
+    params.refuse_nulls(doc)
     items = params.settle_items(doc, state.limits.max_read_messages)
     up_to = params.optional_int(doc, "up_to", minimum=0)
     if items is None and up_to is None:
@@ -165,6 +191,7 @@ async def nack(request: web.Request) -> web.Response:
     state, topic, sub = _names(request)
     doc = await _body(request, state)
     params.only_fields(doc, {"offsets", "leases"})
+    params.refuse_nulls(doc)
     items = params.settle_items(doc, state.limits.max_read_messages)
     if items is None:
         raise invalid('send {"offsets": [...]} and/or {"leases": [...]}')
@@ -175,6 +202,7 @@ async def seek(request: web.Request) -> web.Response:
     state, topic, sub = _names(request)
     doc = await _body(request, state)
     params.only_fields(doc, {"offset", "timestamp", "position"})
+    params.refuse_nulls(doc)
     if len(doc) != 1:
         raise invalid('send exactly one of {"offset": N}, {"timestamp": ms}, {"position": ...}')
     position = doc.get("position")

@@ -32,7 +32,10 @@ def run(*args: str, stdin: bytes = b"", env: dict | None = None, timeout: float 
 
 @pytest.fixture
 def data(tmp_path):
-    return str(tmp_path / "data")
+    """An empty store's directory (commands other than serve refuse one that is not a store)."""
+    path = str(tmp_path / "data")
+    Store(path).close()
+    return path
 
 
 def test_topics_create_list_info_delete_on_a_directory(data, capsys):
@@ -178,9 +181,44 @@ def test_reading_a_directory_a_server_holds_works_and_writing_says_use_url(data)
 _BUFFERED = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default action. A shell without job
+    control starts background jobs with SIGINT ignored (`pytest ... &` in CI), children
+    inherit that, and Python then installs no KeyboardInterrupt handler: a Ctrl-C sent to
+    such a child would do nothing. The CLI keeps what it inherits (the shell's convention
+    for background jobs); a test that sends SIGINT makes sure the child will get it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def cli_child():
+    """Start `logstore ARGS` as a child that SIGINT stops; every child is killed (by its
+    PID) and reaped when the test ends, whether it passed or failed."""
+    children: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "logstore_server.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_BUFFERED,
+            preexec_fn=_interruptible,
+        )
+        children.append(child)
+        return child
+
+    try:
+        yield start
+    finally:
+        for child in children:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
+            child.communicate()
+
+
 def _line_within(pipe, seconds: float = 10.0) -> bytes:
     """The next line a child writes to `pipe`, or a failure after `seconds` (never a hang:
-    the read runs in a thread that the child's end, in the caller's `finally`, lets go)."""
+    the read runs in a thread that the child's end, in the fixture's teardown, lets go)."""
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(pipe.readline()), daemon=True)
     reader.start()
@@ -189,27 +227,12 @@ def _line_within(pipe, seconds: float = 10.0) -> bytes:
     return got[0]
 
 
-def test_follow_prints_new_messages_as_they_arrive(store):
+def test_follow_prints_new_messages_as_they_arrive(store, cli_child):
     server = LiveServer(store)
-    follower = None
     try:
         server.request("PUT", "/topics/t")
         server.request("POST", "/topics/t/messages", b"old")
-        follower = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "logstore_server.cli",
-                "read",
-                "t",
-                "--follow",
-                "--url",
-                server.url,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_BUFFERED,
-        )
+        follower = cli_child("read", "t", "--follow", "--url", server.url)
         assert _line_within(follower.stdout) == b"old\n"
         time.sleep(0.2)
         server.request("POST", "/topics/t/messages", b"new")
@@ -221,30 +244,19 @@ def test_follow_prints_new_messages_as_they_arrive(store):
         _, err = follower.communicate(timeout=10)
         assert follower.returncode == 130 and b"Traceback" not in err
     finally:
-        if follower is not None:
-            follower.kill()  # nothing if it has exited
-            follower.wait()
         server.stop()
 
 
-def test_follow_on_a_directory(data):
+def test_follow_on_a_directory_stops_on_ctrl_c(data, cli_child):
     run("topics", "create", "t", "--data", data)
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "logstore_server.cli", "read", "t", "-f", "--data", data],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_BUFFERED,
-    )
-    try:
-        time.sleep(0.5)
-        with Store(data) as store:
-            store.write("t", b"appended")
-        assert _line_within(follower.stdout) == b"appended\n"
-        follower.send_signal(signal.SIGINT)
-        follower.communicate(timeout=10)
-    finally:
-        follower.kill()
-        follower.wait()
+    follower = cli_child("read", "t", "-f", "--data", data)
+    time.sleep(0.5)
+    with Store(data) as store:
+        store.write("t", b"appended")
+    assert _line_within(follower.stdout) == b"appended\n"
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=10)
+    assert follower.returncode == 130 and b"Traceback" not in err
 
 
 def test_check_reports_a_sound_directory_and_damage(data):
@@ -263,10 +275,37 @@ def test_check_reports_a_sound_directory_and_damage(data):
     assert run("check", os.path.join(data, "nowhere"))[0] != 0
 
 
-def test_data_directory_from_the_environment(tmp_path):
-    env = {"LOGSTORE_DATA": str(tmp_path / "envdata")}
-    assert run("topics", "create", "t", env=env)[0] == 0
-    assert os.path.isdir(tmp_path / "envdata" / "meta")
+def test_data_directory_from_the_environment(data):
+    assert run("topics", "create", "t", env={"LOGSTORE_DATA": data})[0] == 0
+    assert [t.id for t in Store(data, readonly=True).topics()] == ["t"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "t", "x"],
+        ["topics", "create", "t"],
+        ["topics", "list"],
+        ["read", "t"],
+        ["subscriptions", "create", "t", "s"],
+    ],
+)
+def test_a_mistyped_data_directory_is_refused_and_not_created(tmp_path, command):
+    typo = tmp_path / "typo"
+    code, _, err = run(*command, "--data", str(typo))
+    assert code == 1 and "Traceback" not in err
+    assert f"{typo} is not a logstore data directory" in err and "--url" in err
+    assert not typo.exists()
+    typo.mkdir()  # an existing directory that holds no store is refused alike
+    assert run(*command, "--data", str(typo))[0] == 1
+    assert list(typo.iterdir()) == []
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    code, out, _ = run("--version")
+    assert code == 0 and out.decode().strip() == f"logstore {version('logstore')}"
 
 
 def test_hash_token_prints_an_auth_file_hash():

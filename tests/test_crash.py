@@ -41,7 +41,8 @@ WRITER = textwrap.dedent(
 
 
 def run_writer_and_kill(path, seed, after):
-    """Run WRITER for `after` seconds, SIGKILL it; the writes it reported as returned."""
+    """Run WRITER until `after` seconds past its first acknowledged write (however slow its
+    start-up on a loaded machine), SIGKILL it; the writes it reported as returned."""
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(seed)],
         stdout=subprocess.PIPE,
@@ -51,6 +52,9 @@ def run_writer_and_kill(path, seed, after):
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout))
     reader.start()
+    started = time.monotonic()
+    while not lines and proc.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.01)
     time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -64,7 +68,7 @@ def test_sigkilled_writer_loses_no_acknowledged_write(tmp_path):
     rnd = random.Random(1234)
     acknowledged = {}
     for round_no in range(rounds):
-        acked = run_writer_and_kill(tmp_path, round_no, rnd.uniform(0.3, 0.8))
+        acked = run_writer_and_kill(tmp_path, round_no, rnd.uniform(0.1, 0.5))
         for first, seed, batch, size in acked:
             for i in range(size):
                 acknowledged[first + i] = (seed, batch, i, size)

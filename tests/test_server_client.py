@@ -1,4 +1,4 @@
-"""`logstore.client.Client` against a real server: Store's methods, types and exceptions."""
+"""`logstore.Client` against a real server: Store's methods, types and exceptions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from logstore import (
+    Client,
     Delivery,
     InvalidArgument,
     InvalidName,
@@ -19,6 +20,8 @@ from logstore import (
     Message,
     OffsetOutOfRange,
     Record,
+    ServerError,
+    ServerUnreachable,
     SubscriptionExists,
     SubscriptionInfo,
     SubscriptionNotFound,
@@ -26,7 +29,6 @@ from logstore import (
     TopicInfo,
     TopicNotFound,
 )
-from logstore.client import Client, ServerError, ServerUnreachable
 from logstore.wire import (
     delivery_from_json,
     delivery_json,
@@ -178,12 +180,12 @@ def test_one_connection_is_kept_and_reopened_after_the_server_closes_it(make_liv
     server = make_live(idle_timeout_seconds=0.2)
     with Client(server.url) as client:
         client.create_topic("t")
-        sock = client._conn.sock
+        [connection] = client._idle
         client.topics()
-        assert client._conn.sock is sock  # kept alive between calls
+        assert list(client._idle) == [connection]  # kept alive between calls
         time.sleep(0.5)  # the server closes the idle connection
         assert client.write("t", b"x") == 0  # a POST, sent once on a fresh connection
-        assert client._conn.sock is not sock
+        assert list(client._idle) != [connection]
     assert [m.value for m in server.store.read("t", 0)] == [b"x"]
 
 

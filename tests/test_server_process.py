@@ -193,7 +193,7 @@ def test_every_package_folder_is_installed_and_the_front_end_not_as_server():
 
 def test_the_library_never_imports_the_front_end_nor_the_cli_aiohttp():
     probe = (
-        "import sys, logstore, logstore.client, logstore.wire\n"
+        "import sys, logstore, logstore.remote, logstore.wire\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'logstore_server')]\n"
         "import logstore_server.cli\n"
         "assert 'aiohttp' not in sys.modules, 'the CLI loads aiohttp only to serve'\n"

@@ -138,7 +138,8 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005) -> bool
 class ServeProcess:
     """`logstore serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, data_dir, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, data_dir, *args: str, env: dict[str, str] | None = None, preexec_fn=None):
+        """`preexec_fn`: run in the child before it starts (e.g. to set its rlimits)."""
         command = [sys.executable, "-m", "logstore_server.cli", "serve", "--data", str(data_dir)]
         command += ["--port", "0", *args]
         self.proc = subprocess.Popen(
@@ -147,6 +148,7 @@ class ServeProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
         self.url = None
         self.lines: list[str] = []
@@ -156,7 +158,7 @@ class ServeProcess:
             if not line:
                 break
             self.lines.append(line)
-            match = re.search(r"serving (http://\S+)", line)
+            match = re.search(r"serving (https?://\S+)", line)
             if match:
                 self.url = match.group(1)
                 break

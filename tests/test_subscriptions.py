@@ -120,6 +120,7 @@ def test_eight_threads_competing_on_one_subscription_get_every_message_exactly_o
     assert (info.ack_floor, info.pending, info.lag) == (total, 0, 0)
 
 
+@pytest.mark.local_only("JetStream acknowledges only delivered messages (no ack ahead of delivery)")
 def test_expired_lease_is_redelivered_with_delivery_count_2(store):
     fill(store, 3)
     store.subscribe("t", "s", ack_wait=0.3)
@@ -134,6 +135,7 @@ def test_expired_lease_is_redelivered_with_delivery_count_2(store):
     assert again[0].value == b"m0"
 
 
+@pytest.mark.local_only("pending also counts nacked messages until they are delivered again")
 def test_nack_redelivers_at_once(store):
     fill(store, 5)
     store.subscribe("t", "s", ack_wait=60)
@@ -174,6 +176,7 @@ def test_long_poll_wakes_when_a_message_is_written(store):
     assert store.poll("t", "s", wait=0.05) == []
 
 
+@pytest.mark.store_only("Store's poll_async; AsyncClient is the client's asyncio form")
 def test_poll_async_waits_without_blocking_the_event_loop(store):
     store.create_topic("t")
     store.subscribe("t", "s")
@@ -250,6 +253,7 @@ def test_commit_up_to_and_individual_acks_with_gaps(store):
     assert store.commit("t", "s", 4).ack_floor == 10  # commit never moves back
 
 
+@pytest.mark.local_only("JetStream acknowledges only delivered messages (no ack ahead of delivery)")
 def test_messages_acknowledged_ahead_of_delivery_are_skipped(store):
     fill(store, 2000)
     store.subscribe("t", "s")
@@ -349,6 +353,7 @@ def test_subscribe_starts_at_earliest_latest_offset_or_time(store):
     assert offsets(store.poll("t", "mid", max_messages=2)) == [4, 5]
 
 
+@pytest.mark.local_only("JetStream acknowledges only delivered messages (no ack ahead of delivery)")
 def test_resubscribe_with_same_settings_is_a_noop_and_different_settings_an_error(store):
     fill(store, 10)
     store.subscribe("t", "s", ack_wait=5)
@@ -670,3 +675,33 @@ def test_mixed_offsets_and_tokens_and_bad_tokens(store):
     with pytest.raises(OffsetOutOfRange):
         store.ack("t", "s", ["99-1"])
     assert store.subscription("t", "s").ack_floor == 2
+
+
+def test_poll_max_bytes_leases_only_what_fits_and_delivers_the_rest_next(store):
+    store.create_topic("t")
+    store.write_many("t", [bytes([65 + i]) * 1000 for i in range(10)])
+    store.subscribe("t", "s")
+    first = store.poll("t", "s", max_messages=10, max_bytes=2500)
+    assert offsets(first) == [0, 1]
+    assert store.subscription("t", "s").pending == 2  # the rest was given back, not leased
+    second = store.poll("t", "s", max_messages=10, max_bytes=2500)
+    assert offsets(second) == [2, 3]
+    assert [d.delivery_count for d in second] == [1, 1]
+    store.nack("t", "s", [0, 1, 2, 3])
+    again = store.poll("t", "s", max_messages=10, max_bytes=2500)
+    assert offsets(again) == [0, 1]
+    assert [d.delivery_count for d in again] == [2, 2]
+    rest = store.poll("t", "s", max_messages=10)
+    assert offsets(rest) == list(range(2, 10))
+    assert [d.delivery_count for d in rest] == [2, 2] + [1] * 6
+
+
+@pytest.mark.store_only("Store's poll_async")
+def test_poll_max_bytes_always_delivers_one_message_larger_than_it(store):
+    store.create_topic("t")
+    store.write_many("t", [b"x" * 5000, b"y"])
+    store.subscribe("t", "s")
+    assert offsets(store.poll("t", "s", max_messages=10, max_bytes=100)) == [0]
+    assert offsets(asyncio.run(store.poll_async("t", "s", 10, 0.0, max_bytes=100))) == [1]
+    with pytest.raises(InvalidArgument):
+        store.poll("t", "s", max_bytes=0)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from ..config import Stats
-from ..types import Delivery, Message, Record, SubscriptionInfo, TopicInfo
+from ..types import Delivery, Message, Record, StoredFrames, SubscriptionInfo, TopicInfo
 
 Outcome = Literal["ack", "nack", "terminate"]
 """How `settle` ends leases: acknowledged; delivered again (an exhausted message goes back
@@ -53,10 +53,14 @@ class SubscriptionSettings:
 
 @dataclass(slots=True)
 class Batch:
-    """One atomic batch to append: plain values (the fast path) or `Record`s."""
+    """One atomic batch to append: plain values (the fast path), `Record`s, or a frame
+    built elsewhere and checked by the facade (`frame`, holding `frame_count` messages;
+    `records` is then empty), which the engine renumbers and restamps."""
 
     records: Sequence[bytes] | Sequence[Record]
     plain: bool
+    frame: bytes | None = None
+    frame_count: int = 0
 
 
 @dataclass(slots=True)
@@ -79,6 +83,10 @@ class Engine(Protocol):
     @property
     def idempotency_keys(self) -> int:
         """Idempotency keys remembered in this process now (0 if the engine keeps none)."""
+
+    def describe(self) -> dict[str, object]:
+        """What `/health` shows of the storage: "engine", where the data lives, durability
+        (and for a cluster: the connection, and how it differs from the local engine)."""
 
     # topics
     def create_topic(self, topic_id: str, settings: TopicSettings, *, exist_ok: bool) -> TopicInfo:
@@ -107,6 +115,12 @@ class Engine(Protocol):
     ) -> list[Message]:
         """Messages from `offset` (OffsetOutOfRange outside [start, end])."""
 
+    def read_stored(
+        self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None
+    ) -> StoredFrames:
+        """Whole frames in the stored format from the one holding `offset` (the binary
+        wire's replay); an engine that stores no frames encodes `read`'s messages."""
+
     def wait_beyond(self, topic_id: str, offset: int, timeout: float) -> bool:
         """Block until the end offset is past `offset` (True) or `timeout` passes."""
 
@@ -129,10 +143,15 @@ class Engine(Protocol):
 
     def subscription(self, topic_id: str, name: str) -> SubscriptionInfo: ...
 
-    def lease(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
-        """Lease what is deliverable (redeliveries first); wait up to `wait` for something."""
+    def lease(
+        self, topic_id: str, name: str, max_messages: int, wait: float, max_bytes: int | None
+    ) -> Leased:
+        """Lease what is deliverable (redeliveries first, at most about `max_bytes` of values
+        and keys but always one message); wait up to `wait` for something."""
 
-    async def lease_async(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
+    async def lease_async(
+        self, topic_id: str, name: str, max_messages: int, wait: float, max_bytes: int | None
+    ) -> Leased:
         """`lease` for asyncio: waiting costs no thread."""
 
     def settle(

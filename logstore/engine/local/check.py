@@ -56,11 +56,14 @@ def check_store(path: str, progress: Callable[[int, int], None] | None = None) -
     work = []
     for entry in sorted(os.listdir(topics_dir)):
         uid_text = entry.split("-", 1)[0]
-        topic_id = by_uid.get(int(uid_text)) if uid_text.isdigit() else None
+        topic_id = by_uid.pop(int(uid_text), None) if uid_text.isdigit() else None
         if topic_id is None:
             continue  # an orphan of an interrupted create or delete: the next open removes it
         directory = os.path.join(topics_dir, entry)
         work.append((topic_id, directory, list_segments(directory)))
+    for topic_id in sorted(by_uid.values()):  # named by the metadata, no directory on disk
+        report.topics += 1
+        report.damage.append(Damage(topic_id, topics_dir, 0, "the topic has no directory"))
     total = sum(
         os.path.getsize(os.path.join(d, segment_name(b))) for _, d, bases in work for b in bases
     )
@@ -118,19 +121,22 @@ def _check_segment(topic_id, file, base, report, progress, total) -> int | None:
     return item.next_offset
 
 
-def run(path: str, out: TextIO = sys.stdout) -> int:
-    """The `logstore check` command: print progress and damage; exit code 1 on damage."""
+def run(
+    path: str, out: TextIO = sys.stdout, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """The `logstore check` command: print damage and a summary; exit code 1 on damage.
+    Progress goes to `progress(done, total)` if given, else as lines to `out`."""
     if not os.path.isdir(os.path.join(path, "meta")):
         print(f"{path} is not a logstore data directory (no meta/)", file=out)
         return 2
     if not record.CRC_IS_NATIVE:
         print("WARNING: google-crc32c's C extension is missing; checking runs slowly", file=out)
 
-    def progress(done: int, total: int) -> None:
+    def print_progress(done: int, total: int) -> None:
         percent = 100 * done / total if total else 100
         print(f"checked {done / 2**20:.1f} of {total / 2**20:.1f} MiB ({percent:.0f}%)", file=out)
 
-    report = check_store(path, progress)
+    report = check_store(path, progress or print_progress)
     for damage in report.damage:
         print(damage, file=out)
     verdict = f"{len(report.damage)} damaged place(s)" if report.damage else "no damage"

@@ -50,7 +50,7 @@ from ...errors import (
     TopicExists,
     TopicNotFound,
 )
-from ...types import Message, SubscriptionInfo, TopicInfo
+from ...types import Message, StoredFrames, SubscriptionInfo, TopicInfo
 from ..base import Batch, Leased, Outcome, SubscriptionSettings, TopicSettings
 from .failures import storage_error
 from .handles import FileHandles
@@ -200,7 +200,7 @@ class LocalEngine:
                 same = existing.settings() == wanted
                 if exist_ok and same:
                     return self._info(topic_id, self._log_locked(topic_id))
-                raise TopicExists(topic_id, "" if same else " with different settings")
+                raise TopicExists(topic_id, "" if same else _differences(existing, wanted))
             try:
                 with self._meta.env.begin(write=True) as txn:
                     # Consumed even if this create fails: a directory it leaves is then
@@ -269,6 +269,9 @@ class LocalEngine:
     def idempotency_keys(self) -> int:
         return len(self._ctx.idempotency)
 
+    def describe(self) -> dict[str, object]:
+        return {"engine": "local", "path": self.path, "fsync": self.fsync}
+
     def read(
         self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None
     ) -> list[Message]:
@@ -276,6 +279,14 @@ class LocalEngine:
         if self.readonly:
             topic.refresh()
         return topic.read(offset, max_messages, max_bytes)
+
+    def read_stored(
+        self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None
+    ) -> StoredFrames:
+        topic = self._log(topic_id)
+        if self.readonly:
+            topic.refresh()
+        return topic.read_stored(offset, max_messages, max_bytes)
 
     def wait_beyond(self, topic_id: str, offset: int, timeout: float) -> bool:
         topic = self._log(topic_id)
@@ -327,13 +338,17 @@ class LocalEngine:
         self._check_open()
         return self._subs.info(topic_id, name)
 
-    def lease(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
+    def lease(
+        self, topic_id: str, name: str, max_messages: int, wait: float, max_bytes: int | None
+    ) -> Leased:
         self._check_writable()
-        return self._subs.lease(topic_id, name, max_messages, wait)
+        return self._subs.lease(topic_id, name, max_messages, wait, max_bytes)
 
-    async def lease_async(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
+    async def lease_async(
+        self, topic_id: str, name: str, max_messages: int, wait: float, max_bytes: int | None
+    ) -> Leased:
         self._check_writable()
-        return await self._subs.lease_async(topic_id, name, max_messages, wait)
+        return await self._subs.lease_async(topic_id, name, max_messages, wait, max_bytes)
 
     def settle(
         self, topic_id: str, name: str, items: Iterable[int | str], outcome: Outcome
@@ -481,3 +496,16 @@ class LocalEngine:
             retention_bytes=meta.retention_bytes,
             segment_bytes=meta.segment_bytes,
         )
+
+
+_TOPIC_SETTINGS = ("name", "retention_ms", "retention_bytes", "segment_bytes")
+
+
+def _differences(existing: TopicMeta, wanted: tuple) -> str:
+    """What a create asked for that the existing topic does not have, for its error."""
+    differ = [
+        f"{field}={have!r}, not {want!r}"
+        for field, have, want in zip(_TOPIC_SETTINGS, existing.settings(), wanted, strict=True)
+        if have != want
+    ]
+    return " with different settings (" + "; ".join(differ) + "); delete it first to change them"

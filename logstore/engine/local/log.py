@@ -46,7 +46,7 @@ from ...errors import (
 )
 from ...frames import FrameError, Message
 from ...group_commit import GroupCommit, Ticket
-from ...types import Replayed
+from ...types import Replayed, StoredFrames
 from ...waiting import Watermark
 from ..base import Batch
 from . import follower, reader, retention
@@ -214,6 +214,9 @@ class TopicLog:
     def _encode(self, batch: Batch, base: int, ts: int) -> _Frame:
         """One batch as one frame, numbered from `base` (under the queue lock)."""
         records = batch.records
+        if batch.frame is not None:
+            data = record.restamp(batch.frame, base, ts)
+            return _Frame(data, base, base + batch.frame_count, ts)
         try:
             if batch.plain:
                 data = record.encode_many(base, ts, records)
@@ -488,6 +491,10 @@ class TopicLog:
     def read(self, offset: int, max_messages: int, max_bytes: int | None) -> list[Message]:
         """Up to `max_messages` visible messages from `offset` (see `reader`)."""
         return reader.read(self, offset, max_messages, max_bytes)
+
+    def read_stored(self, offset: int, max_messages: int, max_bytes: int | None) -> StoredFrames:
+        """Whole stored frames from the one holding `offset` (see `reader`)."""
+        return reader.read_stored(self, offset, max_messages, max_bytes)
 
     def offset_for_time(self, timestamp: int) -> int:
         """The first visible offset whose timestamp is >= `timestamp` (see `reader`)."""

@@ -258,8 +258,16 @@ class Subscriptions:
 
     # -------------------------------------------------------------- delivery
 
-    def lease(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
-        """Lease up to `max_messages` deliverable messages; with `wait`, block for the first.
+    def lease(
+        self,
+        topic_id: str,
+        name: str,
+        max_messages: int,
+        wait: float,
+        max_bytes: int | None = None,
+    ) -> Leased:
+        """Lease up to `max_messages` deliverable messages (and about `max_bytes` of values
+        and keys, but always the first); with `wait`, block for the first.
 
         Redeliveries (nacked or expired, lowest offset first) come before new messages.
         """
@@ -267,13 +275,20 @@ class Subscriptions:
         while True:
             topic, group, sub = self._resolve(topic_id, name)
             version = group.changes.value
-            leased, lease_deadline = self._lease_once(topic, sub, max_messages)
+            leased, lease_deadline = self._lease_once(topic, sub, max_messages, max_bytes)
             timeout = _timeout(leased, deadline, lease_deadline)
             if timeout is None:
                 return leased
             group.changes.wait_beyond(version, timeout)
 
-    async def lease_async(self, topic_id: str, name: str, max_messages: int, wait: float) -> Leased:
+    async def lease_async(
+        self,
+        topic_id: str,
+        name: str,
+        max_messages: int,
+        wait: float,
+        max_bytes: int | None = None,
+    ) -> Leased:
         """`lease` for asyncio. A poll with nothing to deliver waits on the event loop and
         costs no thread; only leasing (which reads files) runs in the loop's executor, and
         loading a topic or its subscriptions (recovery, LMDB) never runs on the loop."""
@@ -288,7 +303,7 @@ class Subscriptions:
             nearest = self._nothing_to_lease(topic, sub)
             if nearest is False:
                 leased, nearest = await loop.run_in_executor(
-                    None, self._lease_once, topic, sub, max_messages
+                    None, self._lease_once, topic, sub, max_messages, max_bytes
                 )
             else:
                 leased = Leased()
@@ -315,14 +330,15 @@ class Subscriptions:
             return False if busy else nearest
 
     def _lease_once(
-        self, topic: TopicLog, sub: SubscriptionState, limit: int
+        self, topic: TopicLog, sub: SubscriptionState, limit: int, max_bytes: int | None
     ) -> tuple[Leased, float | None]:
         """Lease what can be delivered now; also the nearest lease deadline.
 
         Offsets are chosen and leased under the subscription's lock, then read without it,
         so competing consumers read their batches side by side instead of in a queue.
         Exhausted messages are held (`dying`) for the facade to dead-letter: no write, and
-        no fsync, happens under the lock.
+        no fsync, happens under the lock. Offsets the byte budget leaves unread are given
+        back (`unlease`: delivered next, their count unchanged).
         """
         with sub.lock:
             if not sub.live:
@@ -341,12 +357,16 @@ class Subscriptions:
             dead_letter_topic=sub.dead_letter_topic,
             max_deliveries=sub.max_deliveries,
         )
+        budget = [max_bytes if max_bytes is not None else -1]
+        unread: list[int] = []
         try:
             if dying:
-                leased.exhausted = _read_offsets(topic, dying)
+                leased.exhausted, _ = _read_offsets(topic, dying, [-1])
             for offsets, grants in ((again, Grant(grant, counts)), (fresh, Grant(grant))):
-                if offsets:
-                    messages = _read_offsets(topic, offsets)
+                if unread:
+                    unread += offsets
+                elif offsets:
+                    messages, unread = _read_offsets(topic, offsets, budget)
                     for m in messages:  # fresh objects, shared with no one: no copy
                         m.__class__ = Delivery
                         m._grant = grants
@@ -356,6 +376,9 @@ class Subscriptions:
                 sub.unlease(grant, [*again, *fresh])
                 sub.revive(dying)
             raise
+        if unread:
+            with sub.lock:
+                sub.unlease(grant, unread)
         return leased, lease_deadline
 
     def _catch_up(self, topic: TopicLog, sub: SubscriptionState) -> None:
@@ -651,25 +674,36 @@ def _check_items(
 
 def _parse_token(token: str) -> tuple[int, int]:
     offset, _, grant = token.partition("-")
-    if offset.isdigit() and grant.isdigit():
+    if offset.isascii() and offset.isdigit() and grant.isascii() and grant.isdigit():
         return int(offset), int(grant)
     raise InvalidArgument(f"{token!r} is not a lease token (tokens come with deliveries)")
 
 
-def _read_offsets(topic: TopicLog, ordered: range | list[int]) -> list[Message]:
-    """The messages at these sorted offsets, but those retention removed meanwhile: the
-    next catch-up counts them acknowledged."""
+def _read_offsets(
+    topic: TopicLog, ordered: range | list[int], budget: list[int]
+) -> tuple[list[Message], list[int]]:
+    """The messages at these sorted offsets, but those retention removed meanwhile (the
+    next catch-up counts them acknowledged), within the byte budget `budget[0]` (spent; -1:
+    none; the first message always fits); second, the offsets the budget left unread."""
     out: list[Message] = []
     for first, stop in runs_of(ordered):
         while first < stop:
+            if out and budget[0] == 0:
+                return out, [o for o in ordered if o >= first]
             try:
-                out += topic.read(first, stop - first, None)
-                break
+                got = topic.read(first, stop - first, None if budget[0] < 0 else budget[0])
             except OffsetOutOfRange:
                 if topic.start_offset <= first:
                     raise
                 first = topic.start_offset
-    return out
+                continue
+            out += got
+            if budget[0] >= 0:
+                spent = sum(len(m.value) + len(m.key or b"") for m in got)
+                cut = got and got[-1].offset + 1 < stop  # the read stopped at the budget
+                budget[0] = 0 if cut else max(0, budget[0] - spent)
+            first = got[-1].offset + 1 if got and budget[0] == 0 else stop
+    return out, []
 
 
 def _keep_dirty(failed: list[bytes], behind: list[bytes]) -> list[bytes]:
