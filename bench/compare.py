@@ -59,6 +59,7 @@ DURABLE_ROWS = ("1", "2")
 RELAXED_ROWS = ("3", "4", "5", "6")
 ALL_ROWS = (*DURABLE_ROWS, *RELAXED_ROWS, "7", "8")
 CLUSTER_PUBLISH_SECONDS = 2.0  # at least: an atomic batch of 1,000 takes tens of ms there
+CLUSTER_MSGS = 100_000  # at most, preloaded and replayed or consumed in row 8
 PEERS_OF_ROW = {"7": compare_embedded.PEERS, "8": (compare_cluster.PEER,)}
 _CLUSTER = "3-node NATS cluster, library Store vs nats-py"
 
@@ -91,6 +92,18 @@ def default_base_dir() -> str:
     return os.path.dirname(os.path.dirname(BENCH))
 
 
+def cluster_scale(scale: Scale) -> Scale:
+    """Row 8's share of `scale`: a replicated cluster writes and reads tens of thousands of
+    messages a second here, so its preload and replay are capped to keep a full run short."""
+    return dataclasses.replace(
+        scale,
+        seconds=max(scale.seconds, CLUSTER_PUBLISH_SECONDS),
+        replay_msgs=min(scale.replay_msgs, CLUSTER_MSGS),
+        consume_msgs=min(scale.consume_msgs, CLUSTER_MSGS),
+        slow_seconds=min(scale.slow_seconds, 30.0),
+    )
+
+
 def row_specs(scale: Scale) -> dict[str, tuple[str, str, bool]]:
     """Row key -> (title, unit, higher is better)."""
     return {
@@ -104,7 +117,11 @@ def row_specs(scale: Scale) -> dict[str, tuple[str, str, bool]]:
         "7 put": ("embedded put, 1 per call", "ops/s", True),
         "7 get": ("embedded get + mark done, 1 per call", "ops/s", True),
         "8 publish": (f"{_CLUSTER}: publish, {BATCH:,} msgs per atomic batch", "msg/s", True),
-        "8 replay": (f"{_CLUSTER}: replay of {scale.replay_msgs:,} msgs", "msg/s", True),
+        "8 replay": (
+            f"{_CLUSTER}: replay of {cluster_scale(scale).replay_msgs:,} msgs",
+            "msg/s",
+            True,
+        ),
         "8 consume": (f"{_CLUSTER}: consume + ack, {BATCH:,} per poll", "msg/s", True),
     }
 
@@ -234,10 +251,13 @@ class Runner:
                     topic = self._topic(row.key)
                     self._measure([row], name, loops[row.key], system, server, topic, size, scale)
 
-    def _replay_and_consume(self, started: dict, size: int, replay: str, consume: str) -> None:
+    def _replay_and_consume(
+        self, started: dict, size: int, replay: str, consume: str, scale: Scale | None = None
+    ) -> None:
         """The replay and consume rows share one preloaded topic per system (a consume does
         not change it for the next: each run is a new consumer from the first message).
         """
+        scale = scale or self.scale
         replay_rows, consume_rows = self._rows((replay,), size), self._rows((consume,), size)
         topics = {name: self._topic(replay) for name in started}
         for name, (system, server) in started.items():
@@ -249,18 +269,16 @@ class Runner:
                 server,
                 topics[name],
                 size,
-                self.scale,
+                scale,
             )
-        for _ in range(self.scale.repeats):
+        for _ in range(scale.repeats):
             for name, (system, server) in started.items():
                 work = compare_workloads.replay
-                self._measure(replay_rows, name, work, system, server, topics[name], self.scale)
-        for _ in range(self.scale.repeats):
+                self._measure(replay_rows, name, work, system, server, topics[name], scale)
+        for _ in range(scale.repeats):
             for name, (system, server) in started.items():
                 work, group = compare_workloads.consume, self._topic(consume)
-                self._measure(
-                    consume_rows, name, work, system, server, topics[name], group, self.scale
-                )
+                self._measure(consume_rows, name, work, system, server, topics[name], group, scale)
         for name, (system, server) in started.items():
             try:
                 asyncio.run(compare_workloads.drop(system, server, topics[name]))
@@ -295,11 +313,10 @@ class Runner:
             self.versions["cluster (row 8)"] = server.version
             for name, settings in compare_cluster.SETTINGS.items():
                 self.settings[f"{name}, row 8"] = {**server.settings, **settings}
-            seconds = max(self.scale.seconds, CLUSTER_PUBLISH_SECONDS)
-            scale = dataclasses.replace(self.scale, seconds=seconds)
+            scale = cluster_scale(self.scale)
             for size in SIZES:
                 self._simple(started, ("8 publish",), size, scale)
-                self._replay_and_consume(started, size, "8 replay", "8 consume")
+                self._replay_and_consume(started, size, "8 replay", "8 consume", scale)
         finally:
             cluster.stop()
 
