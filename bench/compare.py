@@ -407,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
         f.write(text)
     print(compare_report.table(rows))
+    if goals := compare_report.targets(rows):
+        print("targets (issue #10):", *goals, sep="\n")
     missing = [
         f"{r.key} {size_label(r.size)}" for r in runner.rows.values() if not r.median(LOGSTORE)
     ]

@@ -17,6 +17,7 @@ from compare_workloads import BATCH, CLIENTS, Scale
 
 LOGSTORE = "logstore"
 TRAILING = 0.8  # "trails by more than 20%": the rows that need a profile
+LATENCY_TARGETS_MS = {"6 p50": 0.5, "6 p99": 1.5}  # issue #10: logstore's row 6, absolute
 
 
 class Systems(Protocol):
@@ -100,6 +101,30 @@ def table(rows: list[Row]) -> str:
                 f"{reading(row.advantage(peer))} |"
             )
     return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """Issue #10's targets for row 6, one line each: logstore's figure, the verdict, and the
+    peers' figures of the same run."""
+    lines = []
+    for row in rows:
+        limit = LATENCY_TARGETS_MS.get(row.key)
+        if limit is None:
+            continue
+        ours = row.median(LOGSTORE)
+        verdict = "no figure" if ours is None else "met" if ours <= limit else "MISSED"
+        peers = "; ".join(f"{peer} {_figure(row, peer)}" for peer in row.peers)
+        lines.append(
+            f"- row {row.key}, {size_label(row.size)}: logstore {_figure(row, LOGSTORE)}, "
+            f"target <= {limit} ms: **{verdict}** (same run: {peers})"
+        )
+    return lines
+
+
+def _figure(row: Row, system: str) -> str:
+    """`system`'s median with its unit, or why it has none."""
+    value = row.median(system)
+    return f"{fmt(value, row.unit)} {row.unit}" if value is not None else _why(row, system)
 
 
 def _why(row: Row, system: str) -> str:
@@ -230,6 +255,19 @@ def document(
         table(rows),
         "",
         *(["Failed measurements:", "", *problems(rows), ""] if problems(rows) else []),
+        *(
+            [
+                "## Targets",
+                "",
+                "Issue #10's targets for row 6 (publish to delivery, one waiting consumer, "
+                "logstore at fsync interval), against logstore's median:",
+                "",
+                *targets(rows),
+                "",
+            ]
+            if targets(rows)
+            else []
+        ),
         "## Workloads",
         "",
         "Every client is Python (asyncio); each server runs in its own process, the load in "

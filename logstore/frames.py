@@ -38,7 +38,6 @@ from .types import NO_HEADERS, Message, Record
 
 HEADER = struct.Struct("<IIQQIHH")
 _LENGTH_CRC = struct.Struct("<II")
-_U32 = struct.Struct("<I")
 HEADER_SIZE = HEADER.size
 MAGIC = 0x4C53
 HAS_KEYS = 1
@@ -222,10 +221,12 @@ def read_frames(
     holds `limit` messages. Every frame decoded is CRC-checked. Returns the position and
     offset of the first frame not consumed (incomplete in `buf`, not visible, or `out` full).
     """
-    unpack = HEADER.unpack_from
+    unpack = _HEADER_AND_LENGTH.unpack_from  # with a lone value's length: one call a frame
     size = len(buf)
-    while frame_offset < stop and len(out) < limit and size - pos >= HEADER_SIZE:
-        length, crc, base, ts, count, flags, magic = unpack(buf, pos)
+    room = limit - len(out)
+    append = out.append
+    while frame_offset < stop and room > 0 and size - pos >= _HEADER_AND_LENGTH_SIZE:
+        length, crc, base, ts, count, flags, magic, lone = unpack(buf, pos)
         if base != frame_offset or magic != MAGIC or count < 1:
             try:
                 header = parse_header(buf, pos)  # raises with the precise reason, or:
@@ -239,17 +240,25 @@ def read_frames(
             if crc32c(buf[pos + 8 : end]) != crc:
                 raise FrameError(f"CRC mismatch (stored {crc:#010x})", pos)
             if count == 1 and not flags:  # a lone plain message: the frame of a single write
-                if _U32.unpack_from(buf, pos + HEADER_SIZE)[0] != length - HEADER_SIZE - 4:
+                if lone != length - _HEADER_AND_LENGTH_SIZE:
                     raise FrameError(f"value length disagrees with frame length {length}", pos)
-                out.append(Message(base, ts, None, NO_HEADERS, buf[pos + HEADER_SIZE + 4 : end]))
+                value = buf[pos + _HEADER_AND_LENGTH_SIZE : end]
+                append(Message(base, ts, None, NO_HEADERS, value))
+                room -= 1
             else:
                 header = parse_header(buf, pos)
-                out.extend(decode(buf, pos, header, max(first, base), limit - len(out)))
-                if out[-1].offset + 1 < base + count:
+                decoded = decode(buf, pos, header, max(first, base), room)
+                out.extend(decoded)
+                room -= len(decoded)
+                if decoded[-1].offset + 1 < base + count:
                     break  # `out` filled up inside this frame
         pos = end
         frame_offset = base + count
     return pos, frame_offset
+
+
+_HEADER_AND_LENGTH = struct.Struct("<IIQQIHHI")
+_HEADER_AND_LENGTH_SIZE = _HEADER_AND_LENGTH.size  # no frame is shorter
 
 
 # ------------------------------------------------------------------ frames built elsewhere

@@ -34,28 +34,44 @@ T = TypeVar("T")
 class _Batch:
     """The callers whose items one leader writes together, and how that went.
 
-    The events exist only once a follower joins: a lone writer never pays for one."""
+    Its followers wait on locks of their own, taken before they wait and released to wake
+    them (one C call each): an Event's condition would wake them through a deque whose
+    removals cost O(n) each, quadratic in the followers, all of it holding the GIL. A lone
+    writer takes no lock at all."""
 
-    __slots__ = ("done", "error", "finished", "heir")
+    __slots__ = ("error", "finished", "heir", "heir_woken", "waiters")
 
     def __init__(self) -> None:
-        self.done: threading.Event | None = None
-        self.heir: threading.Event | None = None  # the first follower waits here
+        self.heir: threading.Lock | None = None  # held; the first follower waits on it
+        self.heir_woken = False
+        self.waiters: list[threading.Lock] = []  # held; one per later follower
         self.error: LogstoreError | None = None
         self.finished = False
 
     def finish(self, error: LogstoreError | None) -> None:
         self.error = error
         self.finished = True
-        if self.done is not None:
-            self.done.set()
-            self.heir.set()
+        for waiter in self.waiters:
+            waiter.release()
+        self.wake_heir()
+
+    def wake_heir(self) -> None:
+        """Let the first follower go on: to lead this batch, or to learn that it finished."""
+        if self.heir is not None and not self.heir_woken:
+            self.heir_woken = True
+            self.heir.release()
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 LEAD, INHERIT, FOLLOW = 0, 1, 2
-Ticket = tuple[_Batch, int]
-"""A caller's place in the queue: its batch, and whether it leads, inherits or follows it
-(a tuple: this is on the path of every write)."""
+Ticket = tuple[_Batch, int, "threading.Lock | None"]
+"""A caller's place in the queue: its batch, whether it leads, inherits or follows it, and
+the lock it waits on (a tuple: this is on the path of every write)."""
 
 
 def succeeded(ticket: Ticket) -> bool | None:
@@ -106,11 +122,18 @@ class GroupCommit(Generic[T]):
         batch = self._batch
         if not self._leading:
             self._leading = True
-            return batch, LEAD
-        if batch.done is None:
-            batch.done, batch.heir = threading.Event(), threading.Event()
-            return batch, INHERIT
-        return batch, FOLLOW
+            return batch, LEAD, None
+        if batch.heir is None:
+            batch.heir = _held_lock()
+            return batch, INHERIT, batch.heir
+        waiter = _held_lock()
+        batch.waiters.append(waiter)
+        return batch, FOLLOW, waiter
+
+    def idle_locked(self) -> bool:
+        """Nobody leads and nothing is queued (the caller holds `lock`): whoever also holds
+        `exclusive` may write on its own without passing anyone in the queue."""
+        return not self._leading and not self._queue
 
     def defer_locked(self, items: list[T]) -> None:
         """Queue `items` for the next leader or `flush`, without waiting (caller holds `lock`)."""
@@ -118,15 +141,15 @@ class GroupCommit(Generic[T]):
 
     def wait(self, ticket: Ticket) -> None:
         """Lead, inherit or wait for the ticket's batch; raise its error, if any."""
-        batch, role = ticket
+        batch, role, waiter = ticket
         if role == LEAD:
             self._lead()
         elif role == INHERIT:
-            batch.heir.wait()
+            waiter.acquire()
             if not batch.finished:
                 self._lead()  # handed over: this caller writes its own batch
         else:
-            batch.done.wait()
+            waiter.acquire()
         if batch.error is not None:
             raise batch.error
 
@@ -172,5 +195,5 @@ class GroupCommit(Generic[T]):
                     if self._draining:
                         self._idle.notify_all()
                     return
-                heir = self._batch.heir
-        heir.set()  # the next batch's first caller leads it; `_leading` stays set
+                heir = self._batch
+        heir.wake_heir()  # the next batch's first caller leads it; `_leading` stays set

@@ -260,6 +260,20 @@ class Store:
             )
         return self._engine.append(topic_id, checked, keys if any(keys) else None)
 
+    def write_batches_now(
+        self, topic_id: str, batches: Sequence[Iterable[bytes | Record]]
+    ) -> list[int] | None:
+        """`write_batches` (without idempotency keys) if it can be done at once, or None.
+
+        For an event loop, where a write may not wait on the disk or on another thread:
+        it writes only when that costs one `pwrite` into the page cache and nothing else
+        (fsync="interval" or "never", no write or sync in progress on the topic, no new
+        segment or index commit due, the topic already open). None means nothing was
+        written: call `write_batches` from a thread. Bad input raises as there."""
+        check_name(topic_id)
+        checked = [self._checked_batch(topic_id, b) for b in batches]
+        return self._engine.append_now(topic_id, checked)
+
     def _checked_batch(self, topic_id: str, messages: Iterable[bytes | Record]) -> Batch:
         """Validated, and plain when all are bytes (the fast frame path)."""
         if isinstance(messages, EncodedBatch):

@@ -88,14 +88,27 @@ class Watermark:
     def _wake_locked(self) -> None:
         if self._thread_waiters:
             self._cond.notify_all()
+        if not self._futures:
+            return
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         for loop, future in self._futures:
             by_loop.setdefault(loop, []).append(future)
+        here = _running_loop()
         for loop, futures in by_loop.items():  # one hop per event loop, however many wait
+            if loop is here:  # a write made on the event loop itself: no wake-up to send
+                _resolve(futures)
+                continue
             try:
                 loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:
                 continue  # that event loop is closed; its waiters are gone with it
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _resolve(futures: list[asyncio.Future]) -> None:

@@ -84,10 +84,19 @@ class ServerState:
     async def publish(
         self, topic: str, items: list[bytes | Record], idempotency_key: str | None = None
     ) -> int:
-        """Append one publish (an atomic batch) on its topic's publishing thread, which
-        writes and syncs all publishes queued together at once (see `writer`); its first
-        offset, a `Replayed` when the store answered it from its idempotency key. Several
-        threads let different topics' fsyncs run in parallel."""
+        """Append one publish (an atomic batch); its first offset, a `Replayed` when the store
+        answered it from its idempotency key.
+
+        A publish without a key on an idle topic whose fsync can wait (the latency path) is
+        written here on the event loop when the store can do it with one `pwrite` and no
+        wait (`Store.write_batches_now`): no thread hop, and a waiting long poll wakes on
+        this loop. Else it goes to its topic's publishing thread, which writes and syncs
+        all publishes queued together at once (see `writer`); several threads let
+        different topics' fsyncs run in parallel."""
+        if idempotency_key is None:
+            firsts = self.store.write_batches_now(topic, [items])
+            if firsts is not None:
+                return firsts[0]
         publishers = self._publishers  # a topic always goes to the same one: order is kept
         publisher = publishers[hash(topic) % len(publishers)]
         return await publisher.publish(topic, items, idempotency_key)

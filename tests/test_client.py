@@ -256,6 +256,20 @@ def test_many_concurrent_requests_share_one_async_client(live):
     assert idle <= 4  # more connections were open at once; only the pool's size stay
 
 
+def test_async_client_runs_on_uvloop_whose_transports_are_not_asyncio_transports(live):
+    import uvloop
+
+    live.store.create_topic("t")
+
+    async def scenario() -> list[bytes]:
+        async with AsyncClient(live.url) as client:
+            await client.write("t", b"on uvloop")
+            return [m.value for m in await client.read("t", 0)]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == [b"on uvloop"]
+
+
 def test_deliveries_bound_the_outstanding_and_settle_through_the_client(live):
     live.store.create_topic("t")
     live.store.write_many("t", [b"%d" % i for i in range(5)])

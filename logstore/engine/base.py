@@ -110,6 +110,11 @@ class Engine(Protocol):
         `Replayed`. Atomic per batch as always: a duplicate never takes offsets. With
         `keys=None` the engine must not pay for the feature (the hot path)."""
 
+    def append_now(self, topic_id: str, batches: Sequence[Batch]) -> list[int] | None:
+        """`append` without keys if it can finish at once, never waiting on the disk (an
+        fsync), a lock or the network: for an event loop. None when it cannot, having
+        done nothing: the caller then calls `append` from a thread."""
+
     def read(
         self, topic_id: str, offset: int, max_messages: int, max_bytes: int | None
     ) -> list[Message]:

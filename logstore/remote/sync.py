@@ -9,11 +9,11 @@
 
 The methods are `Store`'s (SPEC §3-§4): same names, arguments, results and exceptions, so a
 program moves between an embedded store and a server by changing one line. What only makes
-sense on the server's machine is left out: `stats`, `idempotency_keys`, `read_async`,
-`wait_async`, `poll_async` (use `AsyncClient`), and the constructor's storage options. `sync`
-is a no-op (the server syncs per its own fsync policy before it answers a publish); `close`
-closes the connections, and later calls raise `StoreClosed`. `resolve_start` and `read` also
-take `timestamp=` (ms since the epoch).
+sense on the server's machine is left out: `stats`, `idempotency_keys`, `write_batches_now`,
+`read_async`, `wait_async`, `poll_async` (use `AsyncClient`), and the constructor's storage
+options. `sync` is a no-op (the server syncs per its own fsync policy before it answers a
+publish); `close` closes the connections, and later calls raise `StoreClosed`.
+`resolve_start` and `read` also take `timestamp=` (ms since the epoch).
 
 Errors are the library's exceptions, built from the server's `{"error", "message"}` answer
 (`OffsetOutOfRange` with its bounds, `TopicNotFound` with its topic, ...), their text the

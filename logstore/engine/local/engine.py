@@ -265,6 +265,15 @@ class LocalEngine:
         self._subs.on_written(topic_id)  # wakes the topic's waiting subscription polls
         return firsts
 
+    def append_now(self, topic_id: str, batches: Sequence[Batch]) -> list[int] | None:
+        topic = self._logs.get(topic_id)
+        if topic is None or self.readonly or self._closed:
+            return None  # loading a topic reads the disk: the caller's thread does that
+        firsts = topic.append_now(batches)
+        if firsts is not None:
+            self._subs.on_written(topic_id)
+        return firsts
+
     @property
     def idempotency_keys(self) -> int:
         return len(self._ctx.idempotency)

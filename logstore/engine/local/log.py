@@ -192,17 +192,57 @@ class TopicLog:
         if keys is not None:
             return self._append_keyed(batches, keys)
         with self._lock:
-            base, ts = self._next_append_locked()
-            queued = []
-            for batch in batches:
-                frame = self._encode(batch, base, ts)
-                queued.append(frame)
-                base = frame.end
-            self._next_offset = base
-            self._last_ts = ts
+            queued = self._frames_locked(batches)
+            self._numbered_locked(queued)
             ticket = self._commits.enqueue_locked(queued)
         self._commits.wait(ticket)
         return [frame.first for frame in queued]
+
+    def append_now(self, batches: Sequence[Batch]) -> list[int] | None:
+        """`append_frames` (without keys) if it can finish at once; else None, nothing done.
+
+        For an event loop that must not wait on the disk or on another thread: it writes
+        only when both locks are free, nobody leads or queues, the policy leaves the fsync
+        to later ("interval", "never"), and the write needs no roll and no index commit.
+        Then the cost is one `pwrite` into the page cache, and readers see the messages at
+        once. Otherwise the caller queues the batches on a thread with `append_frames`."""
+        if self._ctx.fsync == "always" or not self._io_lock.acquire(blocking=False):
+            return None
+        try:
+            if not self._lock.acquire(blocking=False):
+                return None
+            try:
+                if not self._commits.idle_locked() or not batches:
+                    return None
+                queued = self._frames_locked(batches)
+                size = sum(len(frame.data) for frame in queued)
+                if self._active_size + size > self.meta.segment_bytes or (
+                    len(self._pending) + len(queued) >= _PENDING_LIMIT
+                ):
+                    return None
+                self._write_batch_locked(queued)
+                self._numbered_locked(queued)
+                return [frame.first for frame in queued]
+            finally:
+                self._lock.release()
+        finally:
+            self._io_lock.release()
+
+    def _frames_locked(self, batches: Sequence[Batch]) -> list[_Frame]:
+        """Each batch as one frame, numbered from the next offset (nothing is taken yet)."""
+        base, ts = self._next_append_locked()
+        frames = []
+        for batch in batches:
+            frame = self._encode(batch, base, ts)
+            frames.append(frame)
+            base = frame.end
+        return frames
+
+    def _numbered_locked(self, frames: list[_Frame]) -> None:
+        """Take the offsets and the timestamp of `frames` (queued or written)."""
+        if frames:
+            self._next_offset = frames[-1].end
+            self._last_ts = frames[-1].timestamp
 
     def _next_append_locked(self) -> tuple[int, int]:
         """(first offset, timestamp) for the next frames, if the topic takes writes now."""
