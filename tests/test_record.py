@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import platform
 import random
 import struct
 
 import pytest
 
-from logstore import Store
+from logstore import Store, _framesc
 from logstore import frames as rec
 from logstore.engine.local.segment import SUFFIX
 from logstore.frames import FrameError, Record
@@ -103,3 +104,70 @@ def test_hardware_crc_equals_the_crcmod_reference_on_every_stored_frame(tmp_path
             pos += length
             seen += 1
     assert seen == 300
+
+
+def test_plain_frames_are_decoded_in_c_with_the_crc_instruction():
+    assert _framesc.read_plain is rec.read_plain
+    if platform.machine() == "x86_64":
+        assert _framesc.CRC_INSTRUCTION, "SSE4.2 missing: frames are checked through Python"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_c_crc_agrees_with_the_crcmod_reference_and_stops_at_a_wrong_one(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        value = rng.randbytes(rng.choice([0, 1, 7, 8, 9, 63, 64, 65, 4096, rng.randrange(70_000)]))
+        tail = rec.encode_many(5, 6, [value])[8:]
+        signed = struct.pack("<II", 8 + len(tail), rec.reference_crc32c(tail)) + tail
+        out: list = []
+        assert rec.read_plain(signed, 0, 5, 0, 10, 10, out) == (len(signed), 6)
+        assert [(m.offset, m.timestamp, m.value) for m in out] == [(5, 6, value)]
+        wrong = struct.pack("<II", 8 + len(tail), rec.reference_crc32c(tail) ^ 1) + tail
+        out = []
+        assert rec.read_plain(wrong, 0, 5, 0, 10, 10, out) == (0, 5)  # left to Python
+        assert out == []
+        with pytest.raises(FrameError, match="CRC mismatch"):
+            rec.read_frames(wrong, 0, 5, 0, 10, 10, [])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_read_frames_gives_what_decoding_each_frame_in_python_gives(seed):
+    """Plain frames (one message or many) go through C, keyed ones through Python; any
+    start, limit and visible end give the messages `decode` gives frame by frame."""
+    rng = random.Random(seed)
+    frames, expected, offset = [], [], 0  # expected: (frame base, message)
+    for _ in range(60):
+        n = rng.choice([1, 1, 1, 2, 7])
+        values = [rng.randbytes(rng.randrange(40)) for _ in range(n)]
+        if rng.random() < 0.3:
+            data = rec.encode(offset, offset * 10, [Record(v, key=b"k") for v in values])
+        else:
+            data = rec.encode_many(offset, offset * 10, values)
+        frames.append((offset, data))
+        expected += [(offset, m) for m in frames_of(data)[1]]
+        offset += n
+    buf = b"".join(data for _, data in frames)
+    for _ in range(300):
+        first, limit, stop = rng.randrange(offset), rng.randrange(1, 50), rng.randrange(offset + 1)
+        i = max(i for i, (base, _) in enumerate(frames) if base <= first)
+        pos = sum(len(data) for _, data in frames[:i])
+        out: list = []
+        rec.read_frames(buf, pos, frames[i][0], first, stop, limit, out)
+        want = [m for base, m in expected if m.offset >= first and base < stop][:limit]
+        got = [(m.offset, m.timestamp, m.key, dict(m.headers), m.value) for m in out]
+        assert got == [(m.offset, m.timestamp, m.key, dict(m.headers), m.value) for m in want]
+        assert all(type(m) is rec.Message for m in out)
+
+
+@pytest.mark.parametrize("position", range(len(_FRAME)))
+def test_a_flipped_bit_never_reaches_a_reader_as_a_message(position):
+    """Through the C path: damage raises, or leaves the frame unread as incomplete."""
+    for bit in range(8):
+        data = bytearray(_FRAME)
+        data[position] ^= 1 << bit
+        out: list = []
+        try:
+            rec.read_frames(bytes(data), 0, 0, 0, 10, 10, out)
+        except FrameError:
+            continue
+        assert out == [], (position, bit)
