@@ -2,10 +2,10 @@
 
 Callers queue items; a caller that finds no leader becomes it and writes everything queued
 with one call of `write` (one `pwrite` + one fsync, or one LMDB commit), while later callers
-queue up behind it. When the leader is done it wakes the callers of its batch with one
-event and hands leadership to the first caller of the next batch, so no caller waits for
-more than its own batch and the one before (LevelDB's writer queue). A lone caller pays for
-no event at all.
+queue up behind it. When the leader is done it wakes the callers of its batch (each waits
+on a lock of its own, released by the leader) and hands leadership to the first caller of
+the next batch, so no caller waits for more than its own batch and the one before
+(LevelDB's writer queue). A lone caller takes no lock to wait on at all.
 
 Batches finish in order: a batch's callers learn its outcome only after every batch queued
 before it has finished, so a caller that queues nothing (`enqueue_locked([])`) and waits

@@ -2,8 +2,9 @@
 
 A `Watermark` is a number that only grows (a topic's visible end offset). Threads block on it
 with `wait_beyond`; asyncio tasks await `wait_beyond_async`, which parks a future that the
-writer's thread resolves through `loop.call_soon_threadsafe`, so the event loop never blocks
-and nobody polls. Thread-safe.
+writer's thread resolves through `loop.call_soon_threadsafe` (or directly, when the write
+ran on that event loop itself), so the event loop never blocks and nobody polls.
+Thread-safe.
 """
 
 from __future__ import annotations

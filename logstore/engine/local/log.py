@@ -10,12 +10,15 @@ entries, at rolls and at close, so a reopen scans only a short tail.
 Appends and durability: `append_frames` encodes the callers' frames and numbers their
 offsets under the queue lock, then queues them. A caller that finds no leader leads: it
 takes the whole queue, writes it with one `pwrite` and, under fsync="always", one
-`fdatasync`, wakes the callers of that batch with one event, and hands leadership to the
+`fdatasync`, wakes the callers of that batch (see `group_commit`), and hands leadership to the
 first caller of the next batch (group commit, as in LevelDB's writer queue). Readers see
 messages once synced ("always") or once written ("interval", "never"). A failed write or
 sync cuts the file back to its last good end and fails that batch and every batch queued
 behind it. Batches with idempotency keys take a separate path (`_append_keyed`) that
 consults the store's key table (see `idempotency`) under the same queue lock.
+`append_now` is the event loop's append: it writes only when that needs no wait at all
+(both locks free at once, nobody queued, no fsync, roll or index commit due), else does
+nothing and says so.
 
 Thread-safety: every public method is thread-safe. `_lock` guards the queue; `_io_lock`
 guards the files (writes, syncs, rolls, retention, damage found later). Reads take neither:
