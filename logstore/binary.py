@@ -91,11 +91,14 @@ def decode_poll(body: bytes, source: str = "the server's answer") -> list[Delive
             counts[offset] = count
             pos += _TABLE.size
         messages: list[Message] = []
-        while pos < len(body):
+        while pos < len(body):  # frames of runs of offsets: each decoded alone (C if plain)
             header = frames.parse_header(body, pos)
-            frames.check_crc(body, pos, header)
-            messages.extend(frames.decode(body, pos, header, header.base_offset, header.count))
-            pos += header.length
+            limit = len(messages) + header.count
+            base = header.base_offset
+            end, _ = frames.read_frames(body, pos, base, base, base + 1, limit, messages)
+            if end == pos:
+                raise FrameError(f"truncated frame ({len(body) - pos} of {header.length} bytes)")
+            pos = end
     except (FrameError, struct.error, ValueError) as exc:
         raise Corruption(source, pos, f"poll answer: {exc}") from None
     grant = Grant(grant_number, counts)

@@ -233,3 +233,27 @@ def test_poll_answer_round_trips_deliveries_with_counts_and_leases(tmp_path):
         store.ack("t", "s", [d.lease for d in got])
         assert store.subscription("t", "s").ack_floor == 3
     assert binary.decode_poll(binary.encode_poll([])) == []
+
+
+def test_a_poll_answer_cut_short_or_damaged_on_the_way_is_corruption(tmp_path):
+    with Store(tmp_path / "d", fsync="never") as store:
+        store.create_topic("t")
+        store.write_many("t", [b"first", b"second"])
+        time.sleep(0.002)  # another timestamp: two frames, a plain one (decoded in C) and this
+        store.write("t", b"keyed", key=b"k")
+        store.subscribe("t", "s")
+        body = binary.encode_poll(store.poll("t", "s", max_messages=10))
+    assert [d.value for d in binary.decode_poll(body)] == [b"first", b"second", b"keyed"]
+    table = 12  # the grant number and the count of redeliveries (none)
+    boundaries, pos = set(), table
+    while pos < len(body):  # a cut between frames is a shorter answer (HTTP's length tells)
+        boundaries.add(pos)
+        pos += frames.parse_header(body, pos).length
+    for cut in set(range(table + 1, len(body))) - boundaries:
+        with pytest.raises(Corruption):
+            binary.decode_poll(body[:cut])
+    for position in range(table, len(body)):
+        damaged = bytearray(body)
+        damaged[position] ^= 0x20
+        with pytest.raises(Corruption):
+            binary.decode_poll(bytes(damaged))
