@@ -112,6 +112,9 @@ class Store:
         self.fsync = fsync
         self.readonly = readonly
         self.max_message_bytes = max_message_bytes
+        # Whether `write_batches_now` can ever write: else it refuses before checking the
+        # batches, which the caller's `write_batches` would check again.
+        self._writes_now = not cluster and not readonly and fsync != "always"
         if not frames.CRC_IS_NATIVE:
             log.warning(
                 "google-crc32c's C extension is missing: CRC-32C runs in pure Python, "
@@ -269,7 +272,10 @@ class Store:
         it writes only when that costs one `pwrite` into the page cache and nothing else
         (fsync="interval" or "never", no write or sync in progress on the topic, no new
         segment or index commit due, the topic already open). None means nothing was
-        written: call `write_batches` from a thread. Bad input raises as there."""
+        written: call `write_batches` from a thread, which checks the batches (bad input raises
+        here too whenever the store could write at once)."""
+        if not self._writes_now:
+            return None
         check_name(topic_id)
         checked = [self._checked_batch(topic_id, b) for b in batches]
         return self._engine.append_now(topic_id, checked)

@@ -19,7 +19,7 @@ from typing import Any
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ...errors import StorageError
+from ...errors import StorageError, TopicNotFound
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,16 @@ async def request(nc: Any, subject: str, doc: object, timeout: float) -> dict[st
 async def call(
     nc: Any, subject: str, doc: object, topic: str, timeout: float, deadline: float
 ) -> dict[str, Any]:
-    """`request`, retried through elections until `deadline` (a `time.monotonic()`)."""
+    """`request`, retried through elections until `deadline` (a `time.monotonic()`);
+    `TopicNotFound(topic)` when the answer is that the topic's stream does not exist."""
     while True:
         try:
             return await request(nc, subject, doc, timeout)
         except TRANSIENT as exc:
             problem: Exception = exc
         except ApiError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                raise TopicNotFound(topic) from None
             if not exc.transient:
                 raise
             problem = exc

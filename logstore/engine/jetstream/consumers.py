@@ -35,7 +35,6 @@ from ...errors import (
     OffsetOutOfRange,
     SubscriptionExists,
     SubscriptionNotFound,
-    TopicNotFound,
 )
 from ...types import Delivery, Grant, Message, SubscriptionInfo
 from ..base import Leased, Outcome, SubscriptionSettings
@@ -90,8 +89,6 @@ class Consumers:
         try:
             return await api.call(self.nc, subject, doc, topic_id, self.timeout, deadline)
         except api.ApiError as exc:
-            if exc.err_code == api.STREAM_NOT_FOUND:
-                raise TopicNotFound(topic_id) from None
             if exc.err_code == api.CONSUMER_NOT_FOUND:
                 self._forget(stream, name)
                 raise SubscriptionNotFound(topic_id, name) from None
@@ -175,19 +172,14 @@ class Consumers:
         offset = 0
         deadline = time.monotonic() + self.retry_seconds
         while True:
-            try:
-                answer = await api.call(
-                    self.nc,
-                    f"$JS.API.CONSUMER.LIST.{stream}",
-                    {"offset": offset},
-                    topic_id,
-                    self.timeout,
-                    deadline,
-                )
-            except api.ApiError as exc:
-                if exc.err_code == api.STREAM_NOT_FOUND:
-                    raise TopicNotFound(topic_id) from None
-                raise
+            answer = await api.call(
+                self.nc,
+                f"$JS.API.CONSUMER.LIST.{stream}",
+                {"offset": offset},
+                topic_id,
+                self.timeout,
+                deadline,
+            )
             page = answer.get("consumers") or []
             start = await self._start(topic_id) if page else 0
             found.extend(

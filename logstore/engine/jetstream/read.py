@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...errors import OffsetOutOfRange, TopicNotFound
+from ...errors import OffsetOutOfRange
 from ...types import Message
 from . import api, codec
 from .replies import Replies, status
@@ -172,8 +172,6 @@ async def _leader_get(
     try:
         answer = await api.call(nc, subject, {"seq": sequence}, topic_id, timeout, deadline)
     except api.ApiError as exc:
-        if exc.err_code == api.STREAM_NOT_FOUND:
-            raise TopicNotFound(topic_id) from None
         if exc.code == 404:
             return None
         raise

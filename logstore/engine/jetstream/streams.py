@@ -117,12 +117,7 @@ class Streams:
     async def _call(self, verb: str, topic_id: str, doc: object = None) -> dict[str, Any]:
         subject = f"$JS.API.STREAM.{verb}.{self.stream(topic_id)}"
         deadline = time.monotonic() + self.retry_seconds
-        try:
-            return await api.call(self.nc, subject, doc, topic_id, self.timeout, deadline)
-        except api.ApiError as exc:
-            if exc.err_code == api.STREAM_NOT_FOUND:
-                raise TopicNotFound(topic_id) from None
-            raise
+        return await api.call(self.nc, subject, doc, topic_id, self.timeout, deadline)
 
     async def info(self, topic_id: str) -> dict[str, Any]:
         """The raw STREAM.INFO answer (`TopicNotFound` if there is no such topic)."""
